@@ -1,7 +1,27 @@
 """mechir-axioms: axiomatic diagnostics for neural rankers, by activation patching over real HF models."""
 
-from .loading import load_ranker
-from .rankers import BiEncoder, CrossEncoder, ModelInput, MonoT5, Ranker
-
 __version__ = "0.1.0"
-__all__ = ["BiEncoder", "CrossEncoder", "ModelInput", "MonoT5", "Ranker", "load_ranker", "__version__"]
+
+from .data import DataError, load_data
+from .loading import load_ranker
+from .pairs import PairSet, make_pairs
+from .rankers import BiEncoder, CrossEncoder, ModelInput, MonoT5, Ranker
+from .spec import Axiom, SpecError, list_axioms, load_axiom
+
+__all__ = [
+    "Axiom",
+    "BiEncoder",
+    "CrossEncoder",
+    "DataError",
+    "ModelInput",
+    "MonoT5",
+    "PairSet",
+    "Ranker",
+    "SpecError",
+    "__version__",
+    "list_axioms",
+    "load_axiom",
+    "load_data",
+    "load_ranker",
+    "make_pairs",
+]

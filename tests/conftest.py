@@ -67,3 +67,26 @@ def tiny_model(tmp_path_factory, trec_rows, minilm_path):
         return built[family, kind]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model):
+    """tiny(family, kind) -> (loaded ranker, folder), loaded once per session."""
+    from mechir_axioms import load_ranker
+
+    loaded = {}
+
+    def get(family: str, kind: str):
+        if (family, kind) not in loaded:
+            loaded[family, kind] = (load_ranker(tiny_model(family, kind)), tiny_model(family, kind))
+        return loaded[family, kind]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The packaged all-MiniLM-L6-v2 bi-encoder."""
+    from mechir_axioms import load_ranker
+
+    return load_ranker()

@@ -31,11 +31,6 @@ def test_bad_kind_and_options(minilm_path):
         load_ranker(pooling="max")
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    return load_ranker()
-
-
 @pytest.mark.parametrize(
     ("queries", "documents", "message"),
     [

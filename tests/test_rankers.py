@@ -55,19 +55,6 @@ def plain_scores(path, kind, queries, documents, max_length, model=None):
         return logits[:, true] - logits[:, false]
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    """(family, kind) -> loaded ranker, cached for the module."""
-    loaded = {}
-
-    def get(family, kind):
-        if (family, kind) not in loaded:
-            loaded[family, kind] = (load_ranker(tiny_model(family, kind)), tiny_model(family, kind))
-        return loaded[family, kind]
-
-    return get
-
-
 @pytest.mark.parametrize(("family", "kind"), TINY_CASES)
 def test_tiny_scores_match_plain_transformers(tiny, trec_pairs, family, kind):
     ranker, path = tiny(family, kind)

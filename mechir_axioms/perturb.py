@@ -1,0 +1,193 @@
+"""Perturbation operators: pure functions from one text to a baseline/perturbed pair of texts.
+
+Each operator returns `Edit`s that record the character ranges (slots) it changed in each text, so that
+the aligner can find the changed tokens and check that everything else is token-for-token identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .spec import Axiom
+from .terms import TermContext
+
+Slot = tuple[int, int]
+
+
+class Dropped(Exception):
+    """This pair cannot be built for this axiom; the message is the counted reason."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A baseline and a perturbed text, with the character ranges that differ by design."""
+
+    baseline: str
+    perturbed: str
+    baseline_slots: tuple[Slot, ...]
+    perturbed_slots: tuple[Slot, ...]
+    term: str = ""
+    rung: int = 0
+    masked: bool = False  # the baseline's slot tokens are padding hidden from attention
+
+
+@dataclass(frozen=True)
+class Filling:
+    """How baseline slots are filled to a given number of wordpieces."""
+
+    context: TermContext
+    fill: str
+    pad_token: str
+
+    def like(self, text: str, first: bool = False) -> str:
+        """Filler words (or masked padding) with as many wordpieces as `text` (opening the text, if first)."""
+        return self.pieces(self.context.vocabulary.length(text, first))
+
+    def pieces(self, count: int) -> str:
+        if self.fill == "mask":
+            return " ".join([self.pad_token] * count)
+        filler = self.context.filler
+        unit = self.context.vocabulary.length(filler)
+        if count % unit:
+            raise Dropped(f"filler {filler!r} ({unit} wordpieces) cannot fill {count} wordpieces exactly")
+        return " ".join([filler] * (count // unit))
+
+    def pad(self, text: str, to: int) -> str:
+        """`text` followed by filler words up to `to` wordpieces (used when the baseline is another term)."""
+        missing = to - self.context.vocabulary.length(text)
+        return f"{text} {self.pieces(missing)}" if missing else text
+
+
+def _place(words: list[str], index: int, slot: str) -> tuple[str, Slot]:
+    """Join words with `slot` inserted before words[index]; return the text and the slot's range."""
+    before = " ".join(words[:index])
+    start = len(before) + (1 if before else 0)
+    after = " ".join(words[index:])
+    text = " ".join(part for part in (before, slot, after) if part)
+    return text, (start, start + len(slot))
+
+
+def _index(words: list[str], position: str, offset: int) -> int:
+    if position == "start":
+        return 0
+    if position == "end":
+        return len(words)
+    if offset > len(words):
+        raise Dropped(f"offset {offset} is past the text's {len(words)} words")
+    return offset
+
+
+def _term(context: TermContext, selector: str, like: str | None = None) -> str:
+    term = context.select(selector, like)
+    if not term:
+        raise Dropped(f"no term for selector {selector!r}")
+    return term
+
+
+def _slot_pair(words: list[str], index: int, baseline: str, perturbed: str, **extra) -> Edit:
+    baseline_text, baseline_slot = _place(words, index, baseline)
+    perturbed_text, perturbed_slot = _place(words, index, perturbed)
+    return Edit(baseline_text, perturbed_text, (baseline_slot,), (perturbed_slot,), **extra)
+
+
+def _insert(axiom: Axiom, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:
+    params = axiom.perturb.params
+    index = _index(words, params["position"], params["offset"])
+    term = _term(context, params["term"])
+    count = params["count"]
+    if params["ladder"]:
+        block = filling.like(term, first=index == 0)
+        return [
+            _slot_pair(
+                words,
+                index,
+                " ".join([term] * (rung - 1) + [block] * (count - rung + 1)),
+                " ".join([term] * rung + [block] * (count - rung)),
+                term=term,
+                rung=rung,
+            )
+            for rung in range(1, count + 1)
+        ]
+    # neutral words are drawn afresh for each added word; query terms repeat
+    extra = [_term(context, "neutral") if params["term"] == "neutral" else term for _ in range(count - 1)]
+    perturbed = " ".join([term, *extra])
+    if axiom.baseline.fill == "term":
+        other = _term(context, axiom.baseline.term, like=term)
+        baseline = " ".join([other] * count)
+        length = max(context.vocabulary.length(perturbed), context.vocabulary.length(baseline))
+        baseline, perturbed = filling.pad(baseline, length), filling.pad(perturbed, length)
+    else:
+        baseline = filling.like(perturbed, first=index == 0)
+    return [_slot_pair(words, index, baseline, perturbed, term=term, masked=axiom.baseline.fill == "mask")]
+
+
+def _replace(axiom: Axiom, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:
+    offset, length = axiom.perturb["offset"], axiom.perturb["length"]
+    if offset + length > len(words):
+        raise Dropped(f"cannot replace words {offset}..{offset + length - 1} of a {len(words)}-word text")
+    term = _term(context, axiom.perturb["term"])
+    rest = words[:offset] + words[offset + length :]
+    return [_slot_pair(rest, offset, filling.like(term, first=offset == 0), term, term=term, masked=axiom.baseline.fill == "mask")]
+
+
+def _duplicate(axiom: Axiom, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:
+    copy = " ".join(words * axiom.perturb["copies"])
+    return [_slot_pair(words, len(words), filling.like(copy), copy, masked=axiom.baseline.fill == "mask")]
+
+
+def _shuffle(axiom: Axiom, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:
+    shuffled = list(words)
+    context.rng.shuffle(shuffled)
+    original, perturbed = " ".join(words), " ".join(shuffled)
+    return [Edit(original, perturbed, ((0, len(original)),), ((0, len(perturbed)),))]
+
+
+def _two_terms(context: TermContext) -> tuple[str, str]:
+    if len(context.terms) < 2:
+        raise Dropped("the query has fewer than two query terms")
+    return context.terms[0], context.terms[1]
+
+
+def _swap(axiom: Axiom, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:
+    first, second = _two_terms(context)
+    index = _index(words, axiom.perturb["position"], axiom.perturb["offset"])
+    return [_slot_pair(words, index, f"{second} {first}", f"{first} {second}", term=f"{first} {second}")]
+
+
+def _separate(axiom: Axiom, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:
+    first, second = _two_terms(context)
+    gap = " ".join(_term(context, "neutral") for _ in range(axiom.perturb["gap"]))
+    index = _index(words, axiom.perturb["position"], axiom.perturb["offset"])
+    return [_slot_pair(words, index, f"{first} {gap} {second}", f"{first} {second} {gap}", term=f"{first} {second}")]
+
+
+def _move(axiom: Axiom, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:
+    term = _term(context, axiom.perturb["term"])
+    fill = filling.like(term)
+    middle = " ".join(words)
+
+    def framed(first: str, last: str) -> tuple[str, tuple[Slot, Slot]]:
+        text = f"{first} {middle} {last}" if middle else f"{first} {last}"
+        return text, ((0, len(first)), (len(text) - len(last), len(text)))
+
+    baseline, baseline_slots = framed(fill, term)
+    perturbed, perturbed_slots = framed(term, fill)
+    return [Edit(baseline, perturbed, baseline_slots, perturbed_slots, term=term, masked=axiom.baseline.fill == "mask")]
+
+
+OPERATORS: dict[str, Callable[[Axiom, list[str], TermContext, Filling], list[Edit]]] = {
+    "insert": _insert,
+    "replace": _replace,
+    "duplicate": _duplicate,
+    "shuffle": _shuffle,
+    "swap": _swap,
+    "separate": _separate,
+    "move": _move,
+}
+
+
+def perturb(axiom: Axiom, text: str, context: TermContext, pad_token: str) -> list[Edit]:
+    """The edits `axiom` makes to `text` (the document, or the query when the spec targets it)."""
+    words = text.split()
+    return OPERATORS[axiom.perturb.operation](axiom, words, context, Filling(context, axiom.baseline.fill, pad_token))
