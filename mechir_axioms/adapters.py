@@ -40,6 +40,7 @@ class Stack:
     blocks: list[Block]
     n_heads: int
     d_head: int
+    container: nn.ModuleList  # the HF ModuleList holding the layers (patching swaps early layers for replays)
     scope: nn.Module | None = None  # set when `embed` is shared with another stack (T5)
 
     @property
@@ -81,7 +82,7 @@ def _bert_like(base: nn.Module) -> Stack:
         )
         for layer in base.encoder.layer
     ]
-    return Stack(base.embeddings.word_embeddings, blocks, *_heads(base.config))
+    return Stack(base.embeddings.word_embeddings, blocks, *_heads(base.config), base.encoder.layer)
 
 
 def _distilbert(base: nn.Module) -> Stack:
@@ -94,7 +95,7 @@ def _distilbert(base: nn.Module) -> Stack:
         )
         for layer in base.transformer.layer
     ]
-    return Stack(base.embeddings.word_embeddings, blocks, *_heads(base.config))
+    return Stack(base.embeddings.word_embeddings, blocks, *_heads(base.config), base.transformer.layer)
 
 
 def _mpnet(base: nn.Module) -> Stack:
@@ -108,7 +109,7 @@ def _mpnet(base: nn.Module) -> Stack:
         )
         for layer in base.encoder.layer
     ]
-    return Stack(base.embeddings.word_embeddings, blocks, *_heads(base.config))
+    return Stack(base.embeddings.word_embeddings, blocks, *_heads(base.config), base.encoder.layer)
 
 
 def _modernbert(base: nn.Module) -> Stack:
@@ -116,7 +117,7 @@ def _modernbert(base: nn.Module) -> Stack:
         Block(layer=layer, attn_proj=layer.attn.Wo, mlp_out=layer.mlp, pattern=Site(layer.attn, "pattern"))
         for layer in base.layers
     ]
-    return Stack(base.embeddings.tok_embeddings, blocks, *_heads(base.config))
+    return Stack(base.embeddings.tok_embeddings, blocks, *_heads(base.config), base.layers)
 
 
 def t5_stack(stack: nn.Module) -> Stack:
@@ -135,7 +136,7 @@ def t5_stack(stack: nn.Module) -> Stack:
                 cross_pattern=Site(cross, "pattern") if cross is not None else None,
             )
         )
-    return Stack(stack.embed_tokens, blocks, *_heads(stack.config), scope=stack)
+    return Stack(stack.embed_tokens, blocks, *_heads(stack.config), stack.block, scope=stack)
 
 
 _ENCODER_ADAPTERS: dict[str, Callable[[nn.Module], Stack]] = {
