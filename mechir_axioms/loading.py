@@ -143,6 +143,11 @@ def load_ranker(name_or_path: str | Path | None = None, kind: str | None = None,
         ) from error
     check_supported(config.model_type, source)
     kind = kind or infer_kind(source, config, st_setup is not None)
+    if (kind == "t5") != (config.model_type == "t5"):
+        raise ValueError(
+            f"{source}: kind={kind!r} does not fit a {config.model_type} model; T5 models are rankers of kind 't5' "
+            "(monoT5), every other supported architecture is 'bi' or 'cross'"
+        )
     unknown = sorted(set(options) - _OPTIONS[kind])
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for a {kind} ranker; allowed: {sorted(_OPTIONS[kind])}")

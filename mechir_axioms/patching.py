@@ -375,9 +375,10 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
     exact = method == "exact"
     bar = tqdm(total=_count_runs(the_plan, lengths) if exact else len(pairs), desc=f"patching {target} ({method})",
                unit="run" if exact else "pair", disable=not progress, leave=False)
+    order = torch.argsort(lengths, stable=True).tolist()  # batches of similar length waste little padding
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
-            rows = list(range(start, min(start + batch_size, len(pairs))))
+            rows = order[start : start + batch_size]
             runs = _clean_runs(ranker, pairs, rows, names, direction)
             receiver_score[rows] = runs.receiver_score.double().cpu().numpy()
             donor_score[rows] = runs.donor_score.double().cpu().numpy()

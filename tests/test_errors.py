@@ -29,6 +29,8 @@ def test_bad_kind_and_options(minilm_path):
         load_ranker(minilm_path, kind="cross", pooling="mean")
     with pytest.raises(ValueError, match=r"pooling='max' is not supported; use 'cls' or 'mean'"):
         load_ranker(pooling="max")
+    with pytest.raises(ValueError, match=r"kind='t5' does not fit a bert model; T5 models are rankers of kind 't5'"):
+        load_ranker(minilm_path, kind="t5")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,244 @@
+"""Benchmark: activation patching, ours (exact batched, naive, attribution) against MechIR 0.2.0.
+
+On the same real TREC DL pairs (TFC1, 32 by default) for the packaged MiniLM bi-encoder (mean pooling,
+unnormalised dot product, as MechIR's Dot computes it) and the real cross-encoder in ../shared/models,
+it runs each method in its own process (for a clean peak RSS), prints a table and writes
+benchmarks/results/patching.json with pairs/s, ratios to MechIR, max |differences| and Spearman
+correlations of attribution against exact effects.
+
+MechIR needs transformers<5, so it gets its own virtual environment, made on first use in
+benchmarks/.mechir-venv with `pip install torch==2.13.0 mechir==0.2.0` (or pass --mechir-python).
+
+    python benchmarks/patching.py [--pairs 32] [--batch-size 8] [--naive-block-pairs 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data" / "trec-dl-passages.jsonl.gz"
+CROSS_ENCODER = SHARED / "models" / "minilm-l6-cross-encoder-trecdl"
+MECHIR_VENV = ROOT / "benchmarks" / ".mechir-venv"
+MECHIR_DEFAULT = {"q_max_length": 30, "d_max_length": 300}  # MechIR's DotDataCollator / CatDataCollator defaults
+
+
+def _load(model: str):
+    from mechir_axioms import load_ranker
+
+    return load_ranker(None, similarity="dot") if model == "minilm" else load_ranker(CROSS_ENCODER)
+
+
+# --- one method in its own process ---------------------------------------------------------------
+def worker(method: str, model: str, pairs_dir: str, out: str, batch_size: int, limit: int) -> None:
+    from mechir_axioms import PairSet, patch
+    from mechir_axioms.naive import patch_naive
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    ranker = _load(model)
+    pairs = PairSet.load(pairs_dir)
+    if limit:
+        pairs = PairSet(pairs.frame.iloc[:limit].reset_index(drop=True),
+                        {key: value[:limit] for key, value in pairs.tensors.items()}, pairs.provenance)
+    kind, target = method.split("_")
+    start = time.perf_counter()
+    if kind == "naive":
+        result = patch_naive(ranker, pairs, target, direction="to_baseline", delta=1e-8)
+    else:
+        result = patch(ranker, pairs, target, method=kind, batch_size=batch_size, direction="to_baseline",
+                       delta=1e-8, progress=False)
+    seconds = time.perf_counter() - start
+    np.save(out + ".npy", result.effects)
+    Path(out + ".json").write_text(json.dumps({
+        "seconds": seconds, "pairs": len(pairs), "pairs_per_s": len(pairs) / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+def _run_worker(method: str, model: str, pairs_dir: Path, scratch: Path, batch_size: int, limit: int = 0):
+    out = scratch / f"{model}-{method}-{limit}"
+    subprocess.run([sys.executable, __file__, "--worker", method, "--model", model, "--pairs-dir", str(pairs_dir),
+                    "--out", str(out), "--batch-size", str(batch_size), "--limit", str(limit)], check=True)
+    return json.loads(Path(str(out) + ".json").read_text()), np.load(str(out) + ".npy")
+
+
+# --- MechIR in its own environment ---------------------------------------------------------------
+def mechir_python(given: str | None) -> str:
+    if given:
+        return given
+    python = MECHIR_VENV / "bin" / "python"
+    if not python.exists():
+        print("making MechIR's environment in benchmarks/.mechir-venv (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(MECHIR_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "torch==2.13.0"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "mechir==0.2.0"], check=True)
+    return str(python)
+
+
+def _padded(ids: torch.Tensor, mask: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+    """Right-pad (never truncate) token tensors to `width`, as MechIR's collators do with padding='max_length'."""
+    if ids.shape[1] > width:
+        raise ValueError(f"an input of {ids.shape[1]} tokens does not fit MechIR's max length {width}")
+    extra = width - ids.shape[1]
+    pad = lambda t: torch.nn.functional.pad(t, (0, extra))  # noqa: E731
+    return {"input_ids": pad(ids), "attention_mask": pad(mask), "token_type_ids": torch.zeros_like(pad(ids))}
+
+
+def mechir_tensors(pairs, model: str, setting: str) -> dict:
+    """The pairs' own token ids, padded to MechIR's default max lengths or to the longest input."""
+    t = pairs.tensors
+    keep = lambda prefix: (t[f"{prefix}_input_ids"], t[f"{prefix}_attention_mask"])  # noqa: E731
+    longest = int(t["length"].max())
+    if model == "minilm":
+        q_width = MECHIR_DEFAULT["q_max_length"] if setting == "default" else int(t["other_length"].max())
+        d_width = MECHIR_DEFAULT["d_max_length"] if setting == "default" else longest
+        return {"queries": _padded(*keep("other"), q_width), "documents": _padded(*keep("baseline"), d_width),
+                "perturbed": _padded(*keep("perturbed"), d_width)}
+    width = sum(MECHIR_DEFAULT.values()) if setting == "default" else longest
+    documents, perturbed = _padded(*keep("baseline"), width), _padded(*keep("perturbed"), width)
+    documents["token_type_ids"][:, : t["baseline_token_type_ids"].shape[1]] = t["baseline_token_type_ids"]
+    perturbed["token_type_ids"][:, : t["perturbed_token_type_ids"].shape[1]] = t["perturbed_token_type_ids"]
+    return {"documents": documents, "perturbed": perturbed}
+
+
+def run_mechir(python: str, pairs, model: str, setting: str, scratch: Path, batch_size: int, per_pair: int) -> dict:
+    tensors = scratch / f"mechir-{model}-{setting}.pt"
+    torch.save(mechir_tensors(pairs, model, setting), tensors)
+    model_path = str(_load(model).name if model != "minilm" else __import__("mechir_axioms").loading.default_model_path())
+    job = {"kind": "bi" if model == "minilm" else "cross", "model": model_path, "pooling": "mean",
+           "tensors": str(tensors), "batch_size": batch_size, "per_pair": per_pair,
+           "threads": torch.get_num_threads(), "out": str(scratch / f"mechir-{model}-{setting}.json")}
+    job_path = scratch / f"job-{model}-{setting}.json"
+    job_path.write_text(json.dumps(job))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    subprocess.run([python, str(ROOT / "benchmarks" / "mechir_runner.py"), str(job_path)], check=True, env=env)
+    return json.loads(Path(job["out"]).read_text())
+
+
+# --- the comparison ------------------------------------------------------------------------------
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    both = pd.DataFrame({"a": a.ravel(), "b": b.ravel()}).dropna()
+    return float(both.corr(method="spearman").iloc[0, 1])
+
+
+def _mean(effects: np.ndarray) -> np.ndarray:
+    """Mean over pairs as MechIR reports it (its metric is 0 where a pair's scores do not differ)."""
+    return np.nan_to_num(effects, nan=0.0).mean(0)
+
+
+def bench_model(model: str, args, scratch: Path, python: str | None) -> dict:
+    from mechir_axioms import make_pairs
+
+    ranker = _load(model)
+    pairs = make_pairs("TFC1", DATA, ranker, n=args.pairs, seed=args.seed)
+    pairs_dir = pairs.save(scratch / f"pairs-{model}")
+    methods: dict[str, dict] = {}
+    effects: dict[str, np.ndarray] = {}
+    for method in ("exact_heads", "exact_blocks", "attribution_heads", "attribution_blocks", "naive_heads"):
+        methods[method], effects[method] = _run_worker(method, model, pairs_dir, scratch, args.batch_size)
+        print(f"  {model:<14} {method:<20} {methods[method]['pairs_per_s']:9.3f} pairs/s", flush=True)
+    limit = args.naive_block_pairs
+    methods[f"naive_blocks (first {limit} pairs)"], naive_blocks = _run_worker(
+        "naive_blocks", model, pairs_dir, scratch, args.batch_size, limit)
+    print(f"  {model:<14} naive_blocks ({limit})     {methods[f'naive_blocks (first {limit} pairs)']['pairs_per_s']:9.3f} pairs/s")
+    blocks_subset = effects["exact_blocks"][:limit, :, :, : naive_blocks.shape[-1]]
+    differences = {
+        "exact_vs_naive_heads": float(np.nanmax(np.abs(effects["exact_heads"] - effects["naive_heads"]))),
+        "exact_vs_naive_blocks": float(np.nanmax(np.abs(blocks_subset - naive_blocks))),
+    }
+    ratios = {}
+    if python:
+        for setting in ("default", "longest"):
+            mechir = run_mechir(python, pairs, model, setting, scratch, args.batch_size, args.per_pair)
+            name = f"mechir_heads ({setting} max length {mechir['sequence_length']})"
+            methods[name] = {key: mechir[key] for key in ("seconds", "pairs", "pairs_per_s", "peak_rss_mb")}
+            ratios[f"exact_heads / mechir ({setting})"] = methods["exact_heads"]["pairs_per_s"] / mechir["pairs_per_s"]
+            mean_gap = np.abs(_mean(effects["exact_heads"]) - np.asarray(mechir["mean_effects"]))
+            pair_gap = np.abs(effects["exact_heads"][: args.per_pair] - np.asarray(mechir["per_pair_effects"]))
+            differences[f"exact_vs_mechir_mean ({setting})"] = float(mean_gap.max())
+            differences[f"exact_vs_mechir_per_pair ({setting}, first {args.per_pair})"] = float(np.nanmax(pair_gap))
+            print(f"  {model:<14} {name:<20} {mechir['pairs_per_s']:9.3f} pairs/s", flush=True)
+    return {
+        "pairs": len(pairs),
+        "mean_tokens": float(pairs.tensors["length"].float().mean()),
+        "longest_tokens": int(pairs.tensors["length"].max()),
+        "methods": methods,
+        "ratio_to_mechir": ratios,
+        "max_abs_difference": differences,
+        "spearman_attribution_vs_exact": {
+            "heads": _spearman(_mean(effects["attribution_heads"]), _mean(effects["exact_heads"])),
+            "blocks": _spearman(_mean(effects["attribution_blocks"]), _mean(effects["exact_blocks"])),
+            "heads_per_pair": _spearman(effects["attribution_heads"], effects["exact_heads"]),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per batch, for us and for MechIR")
+    parser.add_argument("--naive-block-pairs", type=int, default=4, help="naive blocks is slow: pairs it runs on")
+    parser.add_argument("--per-pair", type=int, default=4, help="pairs compared one by one with MechIR")
+    parser.add_argument("--mechir-python", default=None, help="python of an environment with mechir==0.2.0")
+    parser.add_argument("--no-mechir", action="store_true", help="skip MechIR")
+    parser.add_argument("--models", default="minilm,cross-encoder")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--pairs-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.model, args.pairs_dir, args.out, args.batch_size, args.limit)
+        return
+    if not DATA.exists() or not CROSS_ENCODER.exists():
+        sys.exit(f"this benchmark needs {DATA} and {CROSS_ENCODER} (the project's shared/ folder)")
+    python = None if args.no_mechir else mechir_python(args.mechir_python)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for model in args.models.split(","):
+            print(f"{model}:", flush=True)
+            results[model] = bench_model(model, args, Path(scratch), python)
+    report = {
+        "benchmark": "patching",
+        "axiom": "TFC1",
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "direction": "to_baseline (MechIR's: baseline is the corrupted run, perturbed the clean one)",
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "models": results,
+    }
+    out = ROOT / "benchmarks" / "results" / "patching.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print()
+    for model, result in results.items():
+        print(f"{model} ({result['pairs']} pairs, mean {result['mean_tokens']:.0f} tokens, longest {result['longest_tokens']})")
+        print(f"  {'method':<44} {'pairs/s':>9} {'seconds':>9} {'peak RSS MB':>12}")
+        for name, row in result["methods"].items():
+            print(f"  {name:<44} {row['pairs_per_s']:9.3f} {row['seconds']:9.1f} {row['peak_rss_mb']:12.0f}")
+        for name, value in {**result["ratio_to_mechir"], **result["max_abs_difference"],
+                            **result["spearman_attribution_vs_exact"]}.items():
+            print(f"  {name:<60} {value:.3g}")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
