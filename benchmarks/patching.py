@@ -118,7 +118,9 @@ def mechir_tensors(pairs, model: str, setting: str) -> dict:
 def run_mechir(python: str, pairs, model: str, setting: str, scratch: Path, batch_size: int, per_pair: int) -> dict:
     tensors = scratch / f"mechir-{model}-{setting}.pt"
     torch.save(mechir_tensors(pairs, model, setting), tensors)
-    model_path = str(_load(model).name if model != "minilm" else __import__("mechir_axioms").loading.default_model_path())
+    from mechir_axioms.loading import default_model_path
+
+    model_path = default_model_path() if model == "minilm" else str(CROSS_ENCODER)
     job = {"kind": "bi" if model == "minilm" else "cross", "model": model_path, "pooling": "mean",
            "tensors": str(tensors), "batch_size": batch_size, "per_pair": per_pair,
            "threads": torch.get_num_threads(), "out": str(scratch / f"mechir-{model}-{setting}.json")}

@@ -111,11 +111,8 @@ def _select(batch: int, choose: torch.Tensor, first: Any, second: Any) -> Any:
     """Per row, `first` where choose is True else `second`, through tuples; tensors not batched pass as is."""
     if isinstance(first, tuple):
         return tuple(_select(batch, choose, a, b) for a, b in zip(first, second))
-    if isinstance(first, torch.Tensor) and first.dim() > 0 and first.shape[0] == batch and batch > 1:
-        shape = (batch,) + (1,) * (first.dim() - 1)
-        return torch.where(choose.view(shape), first, second)
     if isinstance(first, torch.Tensor) and first.dim() > 0 and first.shape[0] == batch:
-        return first if bool(choose[0]) else second
+        return torch.where(choose.view((batch,) + (1,) * (first.dim() - 1)), first, second)
     return first
 
 
@@ -149,8 +146,7 @@ def _select_input(choose: torch.Tensor, first: ModelInput, second: ModelInput) -
     def pick(a, b):
         return type(a)({key: torch.where(choose.view(-1, 1), a[key], b[key]) for key in a.keys()})
 
-    query = first.query_tokens if first.query_tokens is not None else None
-    return ModelInput(pick(first.tokens, second.tokens), query)
+    return ModelInput(pick(first.tokens, second.tokens), first.query_tokens)
 
 
 def _clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str], direction: str) -> _Runs:
