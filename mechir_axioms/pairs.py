@@ -18,6 +18,7 @@ from transformers import BatchEncoding
 from . import __version__
 from .align import KEYS, Aligned, align
 from .data import DataSource, data_hash, load_data
+from .files import write_atomically
 from .perturb import Dropped, perturb
 from .rankers import ModelInput, Ranker
 from .spec import Axiom, load_axiom
@@ -84,9 +85,9 @@ class PairSet:
         """Write frame.parquet, tensors.pt and provenance.json into `folder` (each written atomically)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic(folder / "frame.parquet", lambda path: self.frame.to_parquet(path, index=False))
-        _atomic(folder / "tensors.pt", lambda path: torch.save(self.tensors, path))
-        _atomic(folder / "provenance.json", lambda path: path.write_text(json.dumps(self.provenance, indent=2)))
+        write_atomically(folder / "frame.parquet", lambda path: self.frame.to_parquet(path, index=False))
+        write_atomically(folder / "tensors.pt", lambda path: torch.save(self.tensors, path))
+        write_atomically(folder / "provenance.json", lambda path: path.write_text(json.dumps(self.provenance, indent=2)))
         return folder
 
     @classmethod
@@ -100,12 +101,6 @@ class PairSet:
             torch.load(folder / "tensors.pt"),
             json.loads((folder / "provenance.json").read_text()),
         )
-
-
-def _atomic(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    temporary.replace(path)
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -144,7 +139,10 @@ def _selected(frame: pd.DataFrame, axiom: Axiom, dropped: Counter) -> pd.DataFra
     select = axiom.select
     keep = pd.Series(True, index=frame.index)
     checks = [
-        ("relevance not in select.relevance", select.relevance is not None and ~frame["relevance"].isin(select.relevance)),
+        (
+            "relevance not in select.relevance",
+            ~frame["relevance"].isin(select.relevance) if select.relevance is not None else ~keep,
+        ),
         (
             f"fewer than {select.min_query_terms} query terms",
             frame["query"].map(lambda query: len(query_terms(query)) < select.min_query_terms),
@@ -155,8 +153,6 @@ def _selected(frame: pd.DataFrame, axiom: Axiom, dropped: Counter) -> pd.DataFra
         ),
     ]
     for reason, failed in checks:
-        if failed is False:
-            continue
         failed = failed & keep
         if failed.any():
             dropped[reason] += int(failed.sum())

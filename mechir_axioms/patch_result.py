@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .files import write_atomically
+
 
 @dataclass
 class PatchResult:
@@ -65,10 +67,11 @@ class PatchResult:
         """Write effects.npz and result.json into `folder`, each atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = folder / "effects.npz"
-        temporary = folder / "effects.tmp.npz"
-        np.savez(temporary, effects=self.effects, receiver_score=self.receiver_score, donor_score=self.donor_score)
-        temporary.replace(arrays)
+        def save_arrays(path: Path) -> None:
+            with path.open("wb") as handle:  # a handle, so numpy adds no second .npz suffix
+                np.savez(handle, effects=self.effects, receiver_score=self.receiver_score, donor_score=self.donor_score)
+
+        write_atomically(folder / "effects.npz", save_arrays)
         meta = {
             "target": self.target,
             "method": self.method,
@@ -78,9 +81,7 @@ class PatchResult:
             "labels": self.labels,
             "provenance": self.provenance,
         }
-        text = folder / "result.json.tmp"
-        text.write_text(json.dumps(meta, indent=2, default=str))
-        text.replace(folder / "result.json")
+        write_atomically(folder / "result.json", lambda path: path.write_text(json.dumps(meta, indent=2, default=str)))
         return folder
 
     @classmethod

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .hooks import HookFn
+from .hooks import HookFn, caching_hooks
 from .pairs import PairSet
 from .patch_result import PatchResult
 from .rankers import ModelInput, Ranker
@@ -155,9 +155,8 @@ def _clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str
     runs = {}
     for which, inputs in (("baseline", baseline), ("perturbed", perturbed)):
         cache: dict[str, torch.Tensor] = {}
-        store = [(name, lambda x, name, cache=cache: cache.__setitem__(name, x.detach().clone())) for name in names]
         with _layer_outputs(ranker) as outputs:
-            score = _score(ranker, inputs, store, query)
+            score = _score(ranker, inputs, caching_hooks(names, cache), query)
         runs[which] = (score, cache, list(outputs))
     if direction == "to_low":
         receiver_is_baseline = runs["baseline"][0] <= runs["perturbed"][0]

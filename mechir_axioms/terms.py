@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .files import write_atomically
+
 WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being below between
@@ -96,9 +98,8 @@ def idf_from_ir_datasets(dataset_id: str) -> IdfTable:
         raise ValueError(f"irds:{dataset_id} has no documents to compute IDF from")
     table = IdfTable.from_texts(doc.default_text() for doc in dataset.docs_iter())
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"n_documents": table.n_documents, "document_frequency": table.document_frequency}))
-    temporary.replace(path)
+    stored = {"n_documents": table.n_documents, "document_frequency": table.document_frequency}
+    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(stored)))
     return table
 
 
