@@ -1,33 +1,39 @@
-"""mechir-axioms: axiomatic diagnostics for neural rankers, by activation patching over real HF models."""
+"""mechir-axioms: axiomatic diagnostics for neural rankers, by activation patching over real HF models.
+
+Names are imported on first use, so that loading the pytest plugin or the CLI's argument parser does not
+pay for torch and transformers until an audit actually runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .data import DataError, load_data
-from .loading import load_ranker
-from .pairs import PairSet, make_pairs
-from .patch_result import PatchResult
-from .patching import Variant, patch, patch_variants
-from .rankers import BiEncoder, CrossEncoder, ModelInput, MonoT5, Ranker
-from .spec import Axiom, SpecError, list_axioms, load_axiom
+_EXPORTS = {
+    "auditing": ["Audit", "audit", "load_audit"],
+    "comparing": ["Comparison", "compare"],
+    "data": ["DataError", "load_data"],
+    "loading": ["load_ranker"],
+    "pairs": ["PairSet", "make_pairs"],
+    "patch_result": ["PatchResult"],
+    "patching": ["Variant", "patch", "patch_variants"],
+    "rankers": ["BiEncoder", "CrossEncoder", "ModelInput", "MonoT5", "Ranker"],
+    "spec": ["Axiom", "SpecError", "list_axioms", "load_axiom"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [
-    "Axiom",
-    "BiEncoder",
-    "CrossEncoder",
-    "DataError",
-    "ModelInput",
-    "MonoT5",
-    "PairSet",
-    "PatchResult",
-    "Ranker",
-    "Variant",
-    "SpecError",
-    "__version__",
-    "list_axioms",
-    "load_axiom",
-    "load_data",
-    "load_ranker",
-    "make_pairs",
-    "patch",
-    "patch_variants",
-]
+__all__ = ["__version__", *sorted(_MODULE_OF)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'mechir_axioms' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))

@@ -13,6 +13,10 @@ from .perturb import Dropped, Edit, Slot
 from .rankers import Ranker
 
 KEYS = ("input_ids", "attention_mask", "token_type_ids")
+REGIONS = ("span", "text", "other", "markup")
+"""Token regions of a pair's hooked sequence: the changed span, the rest of the changed text, the other text
+of a joint input (the query of a cross-encoder or monoT5 document pair), and special tokens or prompt words."""
+PADDING_REGION = -1
 
 
 @dataclass(frozen=True)
@@ -22,34 +26,70 @@ class Aligned:
     baseline: dict[str, list[int]]
     perturbed: dict[str, list[int]]
     span: tuple[int, int]
+    regions: list[int]
     other: dict[str, list[int]] | None = None
     baseline_text: str | None = None  # set for masked baselines: the slot shown as one pad token per masked token
 
 
-def _layout(ranker: Ranker, target: str, query: str, document: str, changed: str) -> tuple[list, int, int]:
-    """(tokenizer arguments, sequence index of the changed text, its character shift in that sequence)."""
+@dataclass(frozen=True)
+class Place:
+    """Where a text sits in the tokenizer's input: its sequence index and character range there."""
+
+    sequence: int
+    start: int
+    end: int
+
+    def holds(self, encoding, position: int) -> bool:
+        """Does the token at `position` come from this text?"""
+        start, end = encoding.offsets[position]
+        return encoding.sequence_ids[position] == self.sequence and end > start and start < self.end and end > self.start
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The tokenizer arguments of one input, and where the changed and the other text sit in them."""
+
+    arguments: list[str]
+    changed: Place
+    other: Place | None
+
+
+def _layout(ranker: Ranker, target: str, query: str, document: str, changed: str) -> Layout:
     if ranker.kind == "t5":
-        query_text, document_text = (changed, document) if target == "query" else (query, changed)
-        prompt = ranker.prompt.format(query=query_text, document=document_text)
-        head = ranker.prompt.split("{" + target + "}")[0]
-        shift = len(head.format(query=query_text)) if target == "document" else len(head)
-        return [prompt], 0, shift
+        texts = {"query": query, "document": document, target: changed}
+        prompt = ranker.prompt.format(**texts)
+
+        def place(name: str) -> Place:
+            start = len(ranker.prompt.split("{" + name + "}")[0].format(**texts))
+            return Place(0, start, start + len(texts[name]))
+
+        return Layout([prompt], place(target), place("query" if target == "document" else "document"))
     if ranker.kind == "cross":
         pair = [changed, document] if target == "query" else [query, changed]
-        return pair, 0 if target == "query" else 1, 0
-    return [changed], 0, 0
+        index = 0 if target == "query" else 1
+        return Layout(pair, Place(index, 0, len(changed)), Place(1 - index, 0, len(pair[1 - index])))
+    return Layout([changed], Place(0, 0, len(changed)), None)
 
 
-def _span(encoding, sequence: int, shift: int, slots: tuple[Slot, ...]) -> tuple[int, int] | None:
+def _span(encoding, place: Place, slots: tuple[Slot, ...]) -> tuple[int, int] | None:
     """First and one-past-last token overlapping any slot."""
-    hits = [
-        position
-        for position, (start, end) in enumerate(encoding.offsets)
-        if encoding.sequence_ids[position] == sequence
-        and end > start
-        and any(start < slot_end + shift and end > slot_start + shift for slot_start, slot_end in slots)
-    ]
+    shifted = [Place(place.sequence, place.start + start, place.start + end) for start, end in slots]
+    hits = [position for position in range(len(encoding.ids)) if any(slot.holds(encoding, position) for slot in shifted)]
     return (hits[0], hits[-1] + 1) if hits else None
+
+
+def _regions(encoding, span: tuple[int, int], layout: Layout) -> list[int]:
+    """The region (an index into REGIONS) of every token of the perturbed input."""
+    def region(position: int) -> str:
+        if span[0] <= position < span[1]:
+            return "span"
+        if layout.changed.holds(encoding, position):
+            return "text"
+        if layout.other is not None and layout.other.holds(encoding, position):
+            return "other"
+        return "markup"
+
+    return [REGIONS.index(region(position)) for position in range(len(encoding.ids))]
 
 
 def _fields(batch, index: int) -> dict[str, list[int]]:
@@ -61,26 +101,22 @@ def align(ranker: Ranker, target: str, items: list[tuple[str, str, Edit]]) -> li
     if not items:
         return []
     encoded = {}
-    sequences = {}
+    layouts = {}
     for which in ("baseline", "perturbed"):
-        arguments = []
-        for query, document, edit in items:
-            changed = getattr(edit, which)
-            arguments.append(_layout(ranker, target, query, document, changed))
-        texts = list(zip(*[args for args, _, _ in arguments]))
-        encoded[which] = ranker.tokenizer(*[list(column) for column in texts], truncation=False, return_offsets_mapping=True)
-        sequences[which] = [(sequence, shift) for _, sequence, shift in arguments]
+        layouts[which] = [_layout(ranker, target, query, document, getattr(edit, which)) for query, document, edit in items]
+        columns = [list(column) for column in zip(*[layout.arguments for layout in layouts[which]])]
+        encoded[which] = ranker.tokenizer(*columns, truncation=False, return_offsets_mapping=True)
     other = None
     if ranker.kind == "bi":
         unchanged = [document if target == "query" else query for query, document, _ in items]
         other = ranker.tokenizer(unchanged, truncation=True, max_length=ranker.max_length)
     results: list[Aligned | Dropped] = []
     for index, (_, _, edit) in enumerate(items):
-        results.append(_verify(ranker, edit, encoded, sequences, index, other))
+        results.append(_verify(ranker, edit, encoded, layouts, index, other))
     return results
 
 
-def _verify(ranker: Ranker, edit: Edit, encoded, sequences, index: int, other) -> Aligned | Dropped:
+def _verify(ranker: Ranker, edit: Edit, encoded, layouts, index: int, other) -> Aligned | Dropped:
     """Check one pair; a masked baseline is the perturbed input with its span hidden from attention."""
     which = "perturbed" if edit.masked else "baseline"
     base, pert = encoded[which].encodings[index], encoded["perturbed"].encodings[index]
@@ -89,8 +125,8 @@ def _verify(ranker: Ranker, edit: Edit, encoded, sequences, index: int, other) -
     if len(pert.ids) > ranker.max_length:
         return Dropped(f"longer than the model's max length {ranker.max_length}: it would be truncated")
     slots = edit.perturbed_slots if edit.masked else edit.baseline_slots
-    base_span = _span(base, *sequences[which][index], slots)
-    pert_span = _span(pert, *sequences["perturbed"][index], edit.perturbed_slots)
+    base_span = _span(base, layouts[which][index].changed, slots)
+    pert_span = _span(pert, layouts["perturbed"][index].changed, edit.perturbed_slots)
     if base_span is None or base_span != pert_span:
         return Dropped("the changed slot lands on different token positions")
     start, end = base_span
@@ -108,4 +144,6 @@ def _verify(ranker: Ranker, edit: Edit, encoded, sequences, index: int, other) -
         baseline["attention_mask"][start:end] = [0] * (end - start)
         (slot_start, slot_end), = edit.perturbed_slots
         baseline_text = edit.perturbed[:slot_start] + " ".join([pad] * (end - start)) + edit.perturbed[slot_end:]
-    return Aligned(baseline, perturbed, base_span, _fields(other, index) if other is not None else None, baseline_text)
+    regions = _regions(pert, base_span, layouts["perturbed"][index])
+    return Aligned(baseline, perturbed, base_span, regions, _fields(other, index) if other is not None else None,
+                   baseline_text)

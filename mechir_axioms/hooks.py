@@ -7,7 +7,7 @@ the functions run inside PyTorch module hooks, or inside the model's own eager a
 
 from __future__ import annotations
 
-import sys
+import importlib
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,7 +46,7 @@ class Site:
 
 def _hooked_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     """Attention backend: the model's own eager attention, with the pattern exposed to hooks."""
-    eager = sys.modules[type(module).__module__].eager_attention_forward
+    eager = importlib.import_module(type(module).__module__).eager_attention_forward  # robust to sys.modules resets
     output, pattern = eager(module, query, key, value, attention_mask, **kwargs)
     fns = getattr(module, _PATTERN_FNS, None)
     if fns:

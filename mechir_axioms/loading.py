@@ -122,6 +122,11 @@ def _max_length(tokenizer: Any, config: Any, kind: str) -> int:
     raise ValueError(f"{config.name_or_path}: cannot tell the model's maximum input length; pass max_length=")
 
 
+def _looks_like_path(source: str) -> bool:
+    """A folder, not a Hub id: absolute, relative with ./ or ../, home-relative, or deeper than org/name."""
+    return source.startswith(("/", "./", "../", "~")) or source.count("/") > 1 or "\\" in source
+
+
 def load_ranker(name_or_path: str | Path | None = None, kind: str | None = None, **options: Any) -> Ranker:
     """Load a ranker from a Hugging Face or sentence-transformers id or folder (None: the packaged MiniLM).
 
@@ -130,6 +135,8 @@ def load_ranker(name_or_path: str | Path | None = None, kind: str | None = None,
     """
     is_default = name_or_path in (None, "default")
     source = default_model_path() if is_default else str(name_or_path)
+    if _looks_like_path(source) and not Path(source).expanduser().exists():
+        raise FileNotFoundError(f"model path {source} does not exist; give a model folder or a Hugging Face id like 'org/name'")
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not valid; use one of {', '.join(KINDS)} or leave it out to infer it")
     st_setup = sentence_transformers_setup(source)
@@ -138,8 +145,8 @@ def load_ranker(name_or_path: str | Path | None = None, kind: str | None = None,
         config = AutoConfig.from_pretrained(source, subfolder=subfolder)
     except (OSError, ValueError) as error:
         raise OSError(
-            f"cannot load a model config from {source!r}: it is not a model folder, and the Hugging Face Hub "
-            f"has no copy of it here (offline or unknown id): {error}"
+            f"cannot load model {source!r}: it is not a model folder here, and no Hugging Face Hub copy of it is "
+            "cached (the Hub is offline, or the id is unknown)"
         ) from error
     check_supported(config.model_type, source)
     kind = kind or infer_kind(source, config, st_setup is not None)

@@ -12,16 +12,16 @@ import torch
 from .hooks import caching_hooks
 from .pairs import PairSet
 from .patch_result import PatchResult
-from .patching import DEFAULT_DELTA, Plan, Variant, plan
+from .patching import DEFAULT_DELTA, Plan, Variant, plan, positions_of, region_rows, regions_of
 from .rankers import Ranker
 
 
-def _replace_one(donor: torch.Tensor, variant: Variant):
-    """A hook that copies the donor's values for exactly this variant's head and position."""
+def _replace_one(donor: torch.Tensor, variant: Variant, regions: torch.Tensor):
+    """A hook that copies the donor's values for exactly this variant's head and positions."""
 
     def replace(activation: torch.Tensor, name: str) -> torch.Tensor:
         patched = activation.clone()
-        where = (slice(None), slice(None) if variant.position is None else variant.position)
+        where = (slice(None), positions_of(variant, regions))
         if variant.head is not None:
             where = (*where, variant.head)
         patched[where] = donor[where]
@@ -38,7 +38,7 @@ def patch_naive(ranker: Ranker, pairs: PairSet, target: str = "heads", direction
     if variants is not None:
         the_plan = Plan([((i,), v) for i, v in enumerate(variants)], (len(variants),), ("pair", "variant"), {})
     else:
-        the_plan = plan(target, ranker.n_layers, ranker.n_heads, width, heads)
+        the_plan = plan(target, ranker.n_layers, ranker.n_heads, width, heads, regions_of(ranker.kind))
     names = sorted({variant.site for _, variant in the_plan.variants})
     effects = np.full((len(pairs), *the_plan.shape), np.nan)
     receiver_score, donor_score = np.zeros(len(pairs)), np.zeros(len(pairs))
@@ -59,7 +59,7 @@ def patch_naive(ranker: Ranker, pairs: PairSet, target: str = "heads", direction
             for position, variant in the_plan.variants:
                 if variant.position is not None and variant.position >= length:
                     continue
-                hook = _replace_one(donor[2][variant.site], variant)
+                hook = _replace_one(donor[2][variant.site], variant, region_rows(pairs, [row])[0])
                 score = float(ranker.forward(receiver[0], {variant.site: hook})[0])
                 effects[(row, *position)] = (score - receiver[1]) / (donor[1] - receiver[1])
     included = np.abs(donor_score - receiver_score) >= delta

@@ -16,7 +16,7 @@ import torch
 from transformers import BatchEncoding
 
 from . import __version__
-from .align import KEYS, Aligned, align
+from .align import KEYS, PADDING_REGION, Aligned, align
 from .data import DataSource, data_hash, load_data
 from .files import write_atomically
 from .perturb import Dropped, perturb
@@ -33,7 +33,8 @@ class PairSet:
     """A paired dataset: a tidy frame (one row per pair), its token tensors, and provenance.
 
     tensors hold, padded on the right, `{baseline,perturbed}_{input_ids,attention_mask[,token_type_ids]}`
-    for the changed sequence and, for bi-encoders, `other_*` for the unchanged side, plus `length`.
+    for the changed sequence and, for bi-encoders, `other_*` for the unchanged side, plus `length` and
+    `region` (each token's index into align.REGIONS, -1 for padding).
     """
 
     frame: pd.DataFrame
@@ -47,6 +48,12 @@ class PairSet:
     def dropped(self) -> dict[str, int]:
         """Why candidate pairs were dropped, with counts."""
         return self.provenance.get("dropped", {})
+
+    def take(self, rows: Iterable[int]) -> PairSet:
+        """The pairs at `rows`, in that order, with the same provenance."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        tensors = {key: value[index] for key, value in self.tensors.items()}
+        return PairSet(self.frame.iloc[index.tolist()].reset_index(drop=True), tensors, dict(self.provenance))
 
     def _batch(self, prefix: str, rows: torch.Tensor, length: int) -> BatchEncoding:
         return BatchEncoding(
@@ -119,6 +126,7 @@ def _tensors(aligned: list[Aligned], pad_id: int) -> dict[str, torch.Tensor]:
         if which == "other":
             tensors["other_length"] = torch.tensor([len(part["input_ids"]) for part in parts])
     tensors["length"] = torch.tensor([len(pair.perturbed["input_ids"]) for pair in aligned])
+    tensors["region"] = _pad([pair.regions for pair in aligned], PADDING_REGION)
     return tensors
 
 

@@ -19,12 +19,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
+from .align import REGIONS
 from .hooks import HookFn, caching_hooks
 from .pairs import PairSet
 from .patch_result import PatchResult
 from .rankers import ModelInput, Ranker
 
-TARGETS = ("blocks", "heads", "heads_by_pos", "mlp")
+TARGETS = ("blocks", "regions", "heads", "heads_by_pos", "mlp")
 METHODS = ("exact", "attribution")
 DIRECTIONS = ("to_low", "to_baseline", "to_perturbed")
 BLOCK_COMPONENTS = ("resid_pre", "attn_out", "mlp_out")
@@ -34,12 +35,14 @@ DEFAULT_DELTA = 1e-3
 
 @dataclass(frozen=True)
 class Variant:
-    """One patched component: the hook `site` at `layer`, one head of hook_z (or all), one position (or all)."""
+    """One patched component: the hook `site` at `layer`, one head of hook_z (or all), and one position, or
+    every position of one token region (an index into align.REGIONS, which differ pair by pair), or all."""
 
     layer: int
     site: str
     head: int | None = None
     position: int | None = None
+    region: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,14 @@ class Plan:
     labels: dict[str, list[Any]]
 
 
-def plan(target: str, n_layers: int, n_heads: int, width: int, heads: list[tuple[int, int]] | None = None) -> Plan:
-    """The variants of `target` for sequences up to `width` tokens."""
+def regions_of(kind: str) -> tuple[str, ...]:
+    """The token regions a ranker's hooked sequence has: a bi-encoder's document holds no other text."""
+    return tuple(region for region in REGIONS if kind != "bi" or region != "other")
+
+
+def plan(target: str, n_layers: int, n_heads: int, width: int, heads: list[tuple[int, int]] | None = None,
+         regions: tuple[str, ...] = REGIONS) -> Plan:
+    """The variants of `target` for sequences up to `width` tokens (`regions`: those the "regions" target uses)."""
     if target == "heads":
         variants = [((l, h), Variant(l, f"blocks.{l}.attn.hook_z", head=h)) for l in range(n_layers) for h in range(n_heads)]
         return Plan(variants, (n_layers, n_heads), ("pair", "layer", "head"), {})
@@ -69,6 +78,15 @@ def plan(target: str, n_layers: int, n_heads: int, width: int, heads: list[tuple
         ]
         return Plan(variants, (3, n_layers, width), ("pair", "component", "layer", "position"),
                     {"component": list(BLOCK_COMPONENTS)})
+    if target == "regions":
+        variants = [
+            ((c, l, r), Variant(l, f"blocks.{l}.hook_{component}", region=REGIONS.index(region)))
+            for c, component in enumerate(BLOCK_COMPONENTS)
+            for l in range(n_layers)
+            for r, region in enumerate(regions)
+        ]
+        return Plan(variants, (3, n_layers, len(regions)), ("pair", "component", "layer", "region"),
+                    {"component": list(BLOCK_COMPONENTS), "region": list(regions)})
     if target == "heads_by_pos":
         if not heads:
             raise ValueError("target='heads_by_pos' needs heads=[(layer, head), ...]")
@@ -136,6 +154,7 @@ class _Runs:
     receiver_cache: dict[str, torch.Tensor]
     layer_outputs: list[Any]
     query_embeddings: torch.Tensor | None
+    regions: torch.Tensor  # [pair, pos]: each token's index into align.REGIONS, -1 for padding
 
     @property
     def size(self) -> int:
@@ -173,7 +192,15 @@ def _clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str
         receiver_cache={name: pick(b_cache[name], p_cache[name]) for name in names},
         layer_outputs=[pick(b, p) for b, p in zip(b_out, p_out)],
         query_embeddings=query,
+        regions=region_rows(pairs, rows),
     )
+
+
+def region_rows(pairs: PairSet, rows: list[int]) -> torch.Tensor:
+    """The region map [row, pos] of some pairs, cut to their longest input."""
+    if "region" not in pairs.tensors:
+        raise ValueError("these pairs have no token regions (saved by an older version); build them again")
+    return pairs.tensors["region"][rows, : int(pairs.tensors["length"][rows].max())]
 
 
 # --- replaying early layers ----------------------------------------------------------------------
@@ -210,14 +237,21 @@ def _replaying(ranker: Ranker, upto: int, outputs: list[Any]) -> Iterator[None]:
 
 
 # --- exact patching ------------------------------------------------------------------------------
-def _masks(variants: list[Variant], width: int, n_heads: int) -> dict[str, torch.Tensor]:
-    """For each site in a chunk, a boolean mask [row, pos(, head)] of what each row replaces."""
+def positions_of(variant: Variant, regions: torch.Tensor) -> slice | int | torch.Tensor:
+    """The positions a variant patches in one pair whose region map is `regions` [pos]."""
+    if variant.region is not None:
+        return regions == variant.region
+    return slice(None) if variant.position is None else variant.position
+
+
+def _masks(variants: list[Variant], regions: torch.Tensor, width: int, n_heads: int) -> dict[str, torch.Tensor]:
+    """For each site in a chunk, a boolean mask [row, pos(, head)] of what each row replaces; regions [row, pos]."""
     masks: dict[str, torch.Tensor] = {}
     for row, variant in enumerate(variants):
         is_z = variant.site.endswith("hook_z")
         if variant.site not in masks:
             masks[variant.site] = torch.zeros((len(variants), width, n_heads) if is_z else (len(variants), width), dtype=torch.bool)
-        positions = slice(None) if variant.position is None else variant.position
+        positions = positions_of(variant, regions[row])
         if is_z:
             heads = slice(None) if variant.head is None else variant.head
             masks[variant.site][row, positions, heads] = True
@@ -248,7 +282,8 @@ def _exact_batch(ranker: Ranker, runs: _Runs, work: list[tuple[int, tuple[int, .
             inputs = ModelInput(type(runs.receiver.tokens)({k: v[index] for k, v in runs.receiver.tokens.items()}))
             query = runs.query_embeddings[index] if runs.query_embeddings is not None else None
             replays = [_rows(runs.size, output, index) for output in runs.layer_outputs[:layer]]
-            hooks = _replacing(runs.donor_cache, index, _masks([v for _, _, v in chunk], width, ranker.n_heads))
+            masks = _masks([v for _, _, v in chunk], runs.regions[index], width, ranker.n_heads)
+            hooks = _replacing(runs.donor_cache, index, masks)
             with _replaying(ranker, layer, replays):
                 scores = _score(ranker, inputs, hooks, query)
             receiver, donor = runs.receiver_score[index], runs.donor_score[index]
@@ -284,7 +319,9 @@ def _attribution_batch(ranker: Ranker, runs: _Runs, names: list[str], pairs_plan
             product = product[:, :, variant.head]
         elif product.dim() == 3:
             product = product.sum(-1)
-        if variant.position is None:
+        if variant.region is not None:
+            value = (product * (runs.regions == variant.region)).sum(1)
+        elif variant.position is None:
             value = product.sum(1)
         elif variant.position < product.shape[1]:
             value = product[:, variant.position]
@@ -310,7 +347,9 @@ def patch(
 ) -> PatchResult:
     """Patch every component of `target` for every pair; see PatchResult for the metric and shapes.
 
-    target: "blocks" (resid_pre, attn_out, mlp_out x layer x position), "heads" (each head's hook_z at all
+    target: "blocks" (resid_pre, attn_out, mlp_out x layer x position), "regions" (the same components x layer
+    x token region: every position of the changed span, the rest of the changed text, the other text of a
+    joint input, or the special tokens and prompt words, at once), "heads" (each head's hook_z at all
     positions), "heads_by_pos" (the given `heads` x position) or "mlp" (each layer's mlp_out).
     method="exact" re-runs the model (batched, reusing cached layers); method="attribution" is a first-order
     approximation from one forward and one backward pass per batch of pairs: (donor - receiver) x gradient.
@@ -318,7 +357,7 @@ def patch(
     lower), "to_baseline" or "to_perturbed" (fixed receivers). batch_size bounds sequences per forward pass.
     """
     width = int(pairs.tensors["length"].max())
-    the_plan = plan(target, ranker.n_layers, ranker.n_heads, width, heads)
+    the_plan = plan(target, ranker.n_layers, ranker.n_heads, width, heads, regions_of(ranker.kind))
     return _patch(ranker, pairs, the_plan, target, method, batch_size, direction, delta, progress)
 
 

@@ -18,8 +18,14 @@ def test_unsupported_architecture_is_named(tmp_path):
 
 
 def test_missing_model_folder(tmp_path):
-    with pytest.raises(OSError, match="cannot load a model config from"):
+    with pytest.raises(FileNotFoundError, match=r"model path .*nowhere does not exist"):
         load_ranker(tmp_path / "nowhere")
+
+
+def test_unknown_hub_id_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="cannot load model 'no-such-org/no-such-model': it is not a model folder here"):
+        load_ranker("no-such-org/no-such-model")
 
 
 def test_bad_kind_and_options(minilm_path):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mechir_axioms import PairSet, list_axioms, load_axiom, make_pairs
-from mechir_axioms.align import Aligned, align
+from mechir_axioms.align import REGIONS, Aligned, align
 from mechir_axioms.pairs import vocabulary_of
 from mechir_axioms.perturb import Dropped, perturb
 from mechir_axioms.terms import IdfTable, TermContext, query_terms
@@ -46,6 +46,26 @@ def check_invariants(pairs: PairSet, ranker) -> None:
             assert torch.equal(base[:start], pert[:start]) and torch.equal(base[end:], pert[end:])
         assert bool(t["perturbed_attention_mask"][row, :length].all())
         assert not t["perturbed_attention_mask"][row, length:].any()
+        check_regions(pairs, ranker, row)
+
+
+def check_regions(pairs: PairSet, ranker, row: int) -> None:
+    """Regions: the span exactly, special tokens as markup, and the query as the other text of a joint input."""
+    length = int(pairs.tensors["length"][row])
+    regions = [REGIONS[code] for code in pairs.tensors["region"][row, :length].tolist()]
+    assert (pairs.tensors["region"][row, length:] == -1).all()
+    start, end = int(pairs.frame["span_start"][row]), int(pairs.frame["span_end"][row])
+    assert [index for index, region in enumerate(regions) if region == "span"] == list(range(start, end))
+    ids = pairs.tensors["perturbed_input_ids"][row, :length].tolist()
+    for position, token in enumerate(ids):
+        if token in ranker.tokenizer.all_special_ids:
+            assert regions[position] == "markup"
+    other = [token for token, region in zip(ids, regions) if region == "other"]
+    if ranker.kind == "bi":
+        assert not other
+    else:  # the query's own tokens, as the ranker tokenizes the query alone
+        query = ranker.tokenizer.decode(other).replace(" ", "")
+        assert query == ranker.tokenizer.decode(ranker.tokenizer(pairs.frame["query"][row], add_special_tokens=False)["input_ids"]).replace(" ", "")
 
 
 def test_every_catalogue_spec_compiles(trec_frame, any_ranker):
@@ -54,8 +74,10 @@ def test_every_catalogue_spec_compiles(trec_frame, any_ranker):
         rungs = axiom.perturb["count"] if axiom.perturb.params.get("ladder") else 1
         assert len(pairs) == 12 * rungs, (axiom.name, pairs.dropped)
         check_invariants(pairs, any_ranker)
-        if axiom.name == "NULL":
-            assert torch.equal(pairs.tensors["baseline_input_ids"], pairs.tensors["perturbed_input_ids"])
+        if axiom.name == "NULL":  # two different neutral words, neither from the query
+            assert (pairs.frame["baseline"] != pairs.frame["perturbed"]).all()
+            for row in pairs.frame.itertuples():
+                assert row.term.lower() not in row.query.lower().split()
 
 
 def test_perturbed_tokens_are_the_rankers_own(trec_frame, any_ranker):

@@ -38,7 +38,7 @@ def _delta_for(ranker) -> float:
     return 1e-3 if ranker.kind != "t5" else 1e-7  # the random-weight T5 barely reacts to one term
 
 
-@pytest.mark.parametrize("target", ["heads", "mlp", "heads_by_pos", "blocks"])
+@pytest.mark.parametrize("target", ["heads", "mlp", "heads_by_pos", "blocks", "regions"])
 def test_exact_matches_naive(double_ranker, short_frame, target):
     n = 2 if target == "blocks" else 3
     pairs = make_pairs("TFC1", short_frame, double_ranker, n=n, seed=11)
@@ -84,6 +84,25 @@ def test_whole_residual_restores_and_untouched_positions_do_nothing(double_minil
         assert np.isnan(singles.effects[row, length:]).all()
 
 
+def test_regions_partition_the_sequence(double_ranker, short_frame):
+    """Regions: the changed span's embeddings carry the whole change, identical tokens none; attribution over
+    all regions of a component adds up to attribution over the whole sequence."""
+    pairs = make_pairs("TFC1", short_frame, double_ranker, n=3, seed=5)
+    delta = _delta_for(double_ranker)
+    exact = patch(double_ranker, pairs, "regions", batch_size=8, delta=delta, progress=False)
+    assert exact.labels["region"] == (["span", "text", "markup"] if double_ranker.kind == "bi" else ["span", "text", "other", "markup"])
+    included = exact.included
+    assert included.any()
+    layer_zero = exact.effects[included, 0, 0]  # resid_pre of layer 0, by region
+    assert np.allclose(layer_zero[:, 0], 1.0, atol=1e-9) and np.allclose(layer_zero[:, 1:], 0.0, atol=1e-9)
+    approx = patch(double_ranker, pairs, "regions", method="attribution", delta=delta, progress=False)
+    whole = patch_variants(double_ranker, pairs, [Variant(l, f"blocks.{l}.hook_{c}") for c in ("resid_pre", "attn_out", "mlp_out")
+                                                 for l in range(double_ranker.n_layers)],
+                           method="attribution", delta=delta)
+    summed = approx.effects[included].sum(-1).reshape(int(included.sum()), -1)
+    assert np.allclose(summed, whole.effects[included], atol=1e-9)
+
+
 def test_attribution_tracks_exact(minilm, short_frame):
     pairs = make_pairs("TFC1", short_frame, minilm, n=6, seed=4)
     exact = patch(minilm, pairs, "heads", progress=False)
@@ -94,10 +113,9 @@ def test_attribution_tracks_exact(minilm, short_frame):
 
 
 def test_result_frame_save_and_exclusions(tmp_path, minilm, short_frame):
-    pairs = make_pairs("NULL", short_frame, minilm, n=3, seed=1)
-    null = patch(minilm, pairs, "mlp", progress=False)
-    assert null.excluded == 3 and np.isnan(null.effects).all() and null.frame().empty
     pairs = make_pairs("TFC1", short_frame, minilm, n=3, seed=1)
+    unexplained = patch(minilm, pairs, "mlp", delta=1e9, progress=False)  # no pair's change is large enough
+    assert unexplained.excluded == 3 and np.isnan(unexplained.effects).all() and unexplained.frame().empty
     result = patch(minilm, pairs, "blocks", batch_size=64, progress=False)
     frame = result.frame()
     assert list(frame.columns) == ["pair", "component", "layer", "position", "effect"]

@@ -1,0 +1,75 @@
+"""Benchmark: wall time of `mechir-axioms audit` with no arguments (the README's main job), per stage.
+
+Runs the real command in a fresh process, writing to a temporary folder, as a user would; prints a table
+and writes benchmarks/results/audit-<method>.json. `--method exact` times the exact variant instead.
+
+    python benchmarks/audit.py [--method attribution|exact] [--n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT_SECONDS = 600
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--method", default=None, choices=["attribution", "exact"], help="default: the CLI's default")
+    parser.add_argument("--n", type=int, default=None, help="pairs per axiom (default: the CLI's default)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temporary:
+        out = Path(temporary) / "audit"
+        command = [sys.executable, "-m", "mechir_axioms.cli", "audit", "--out", str(out)]
+        command += ["--method", args.method] if args.method else []
+        command += ["--n", str(args.n)] if args.n else []
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        manifest = json.loads((out / "manifest.json").read_text())
+        axioms = pd.read_parquet(out / "axioms.parquet")
+        heads = pd.read_parquet(out / "heads.parquet")
+        report_bytes = (out / "report.html").stat().st_size
+    settings = manifest["settings"]
+    result = {
+        "command": " ".join(["mechir-axioms", *command[3:-2]]) or "mechir-axioms audit",
+        "seconds": round(seconds, 1),
+        "limit_seconds": LIMIT_SECONDS,
+        "within_limit": seconds < LIMIT_SECONDS,
+        "axioms": settings["axioms"],
+        "n": settings["n"],
+        "pairs": axioms.set_index("axiom")["n_pairs"].to_dict(),
+        "method": settings["method"],
+        "targets": settings["targets"],
+        "examples": settings["examples"],
+        "flags": heads[heads["flag"] != ""].groupby(["axiom", "flag"]).size().rename("heads").reset_index().to_dict("records"),
+        "verdicts": axioms.set_index("axiom")["verdict"].to_dict(),
+        "report_bytes": report_bytes,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+    }
+    print("| command | axioms x pairs | heads method | blocks | seconds | limit |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {result['command']} | {len(result['axioms'])} x {result['n']} | {result['method']} | "
+          f"exact, {result['examples']} example pairs per axiom | {result['seconds']} | {LIMIT_SECONDS} |")
+    print("verdicts:", result["verdicts"])
+    print("flags:", result["flags"])
+    folder = ROOT / "benchmarks" / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"audit-{result['method']}.json"
+    (folder / name).write_text(json.dumps(result, indent=2))
+    print(f"wrote benchmarks/results/{name}")
+
+
+if __name__ == "__main__":
+    main()

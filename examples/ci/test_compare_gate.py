@@ -1,0 +1,61 @@
+"""The gate itself is tested: a really damaged copy of the model fails `compare`, an unchanged copy passes.
+
+"Damaged" means the heads that the baseline audit flagged as encoding TFC1 are cut out of the model: their
+columns of the attention output projection are set to zero and the checkpoint is saved again.
+"""
+
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModel
+
+from mechir_axioms import load_audit
+from mechir_axioms.cli import main
+from mechir_axioms.loading import default_model_path
+
+BASELINE = Path(__file__).parent / "baseline" / "TFC1"
+
+
+def copy_of_the_model(folder: Path) -> Path:
+    shutil.copytree(default_model_path(), folder)
+    return folder
+
+
+def zero_heads(folder: Path, heads: list[str]) -> None:
+    """Remove attention heads ("layer.head") from a BERT checkpoint in place, and save it."""
+    model = AutoModel.from_pretrained(folder)
+    width = model.config.hidden_size // model.config.num_attention_heads
+    with torch.no_grad():
+        for name in heads:
+            layer, head = (int(part) for part in name.split("."))
+            model.encoder.layer[layer].attention.output.dense.weight[:, head * width : (head + 1) * width] = 0
+    model.save_pretrained(folder)
+
+
+def audit_and_compare(model: Path, out: Path, capsys) -> tuple[int, str]:
+    n = str(load_audit(BASELINE).manifest["settings"]["n"])
+    assert main(["audit", "--model", str(model), "--axioms", "TFC1", "--n", n, "--targets", "heads", "--out", str(out)]) == 0
+    capsys.readouterr()
+    code = main(["compare", str(BASELINE), str(out), "--junit-xml", str(out / "compare.xml")])
+    return code, capsys.readouterr().out
+
+
+def test_an_unchanged_copy_passes(tmp_path, capsys):
+    code, table = audit_and_compare(copy_of_the_model(tmp_path / "model"), tmp_path / "audit", capsys)
+    print(table)
+    assert code == 0, table
+    assert "result: PASS" in table
+
+
+def test_a_copy_without_its_tfc1_heads_fails(tmp_path, capsys):
+    carriers = list(load_audit(BASELINE).flagged("TFC1").query("flag == 'encodes'")["name"])
+    assert carriers, "the baseline flags no TFC1 head to remove"
+    model = copy_of_the_model(tmp_path / "model")
+    zero_heads(model, carriers)
+    code, table = audit_and_compare(model, tmp_path / "audit", capsys)
+    print(table)
+    assert code == 1, table
+    assert "result: FAIL" in table and "flags lost:" in table
+    junit = (tmp_path / "audit" / "compare.xml").read_text()
+    assert '<testcase classname="mechir_axioms.compare" name="TFC1"><failure' in junit

@@ -1,0 +1,171 @@
+"""`compare`: does a new checkpoint's audit keep the old one's axioms and the heads that carried them?"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from .auditing import Audit, load_audit
+from .files import write_atomically
+from .stats import Z_95, wilson
+
+
+@dataclass
+class AxiomComparison:
+    """One axiom in both audits: agreement change, head-map correlation, flags gained and lost."""
+
+    axiom: str
+    agreement_old: float
+    agreement_new: float
+    difference_low: float
+    difference_high: float
+    correlation: float
+    gained: list[str]
+    lost: list[str]
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def significant(self) -> bool:
+        """Whether the 95% interval of the agreement difference excludes 0."""
+        return self.difference_low > 0 or self.difference_high < 0
+
+
+@dataclass
+class Comparison:
+    """The comparison of two audits; `ok` is False when any threshold is crossed."""
+
+    old: str
+    new: str
+    axioms: list[AxiomComparison]
+    max_agreement_drop: float
+    min_head_map_correlation: float
+    max_lost_flags: int
+
+    @property
+    def failures(self) -> list[str]:
+        return [failure for axiom in self.axioms for failure in axiom.failures]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def table(self) -> str:
+        """A plain-text table, one block per axiom, and the verdict."""
+        lines = [f"mechir-axioms compare\n  old: {self.old}\n  new: {self.new}", ""]
+        header = f"{'axiom':<10} {'agreement old -> new':<22} {'change [95% CI]':<26} {'head-map rho':>12}  status"
+        lines += [header, "-" * len(header)]
+        for axiom in self.axioms:
+            change = axiom.agreement_new - axiom.agreement_old
+            interval = f"{change:+.1%} [{axiom.difference_low:+.1%}, {axiom.difference_high:+.1%}]"
+            mark = " *" if axiom.significant else ""
+            lines.append(
+                f"{axiom.axiom:<10} {axiom.agreement_old:>7.1%} -> {axiom.agreement_new:<10.1%} {interval + mark:<26} "
+                f"{axiom.correlation:>12.3f}  {'FAIL' if axiom.failures else 'ok'}"
+            )
+            if axiom.gained:
+                lines.append(f"{'':<10} flags gained: {', '.join(axiom.gained)}")
+            if axiom.lost:
+                lines.append(f"{'':<10} flags lost:   {', '.join(axiom.lost)}")
+            lines += [f"{'':<10} ! {failure}" for failure in axiom.failures]
+        if any(axiom.significant for axiom in self.axioms):
+            lines += ["", "* the agreement change is significant (its 95% Newcombe interval excludes 0)"]
+        lines += ["", f"thresholds: agreement may drop by at most {self.max_agreement_drop:.1%}; "
+                  f"head-map Spearman rho at least {self.min_head_map_correlation}; "
+                  f"at most {self.max_lost_flags} flagged head(s) may lose their flag",
+                  "result: " + ("PASS" if self.ok else f"FAIL ({len(self.failures)} threshold(s) crossed)")]
+        return "\n".join(lines)
+
+    def to_junit(self, path: str | Path) -> Path:
+        """Write the comparison as a JUnit XML test suite, one test case per axiom."""
+        suite = ElementTree.Element("testsuite", name="mechir-axioms compare", tests=str(len(self.axioms)),
+                                    failures=str(sum(bool(axiom.failures) for axiom in self.axioms)))
+        for axiom in self.axioms:
+            case = ElementTree.SubElement(suite, "testcase", classname="mechir_axioms.compare", name=axiom.axiom)
+            if axiom.failures:
+                failure = ElementTree.SubElement(case, "failure", message="; ".join(axiom.failures))
+                failure.text = self.table()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda temporary: ElementTree.ElementTree(suite).write(
+            temporary, encoding="utf-8", xml_declaration=True))
+        return path
+
+
+def newcombe_difference(successes_old: int, total_old: int, successes_new: int, total_new: int) -> tuple[float, float]:
+    """95% interval of new - old share for independent samples: Newcombe's hybrid score method (1998, #10)."""
+    p_old, p_new = successes_old / total_old, successes_new / total_new
+    low_old, high_old = wilson(successes_old, total_old, Z_95)
+    low_new, high_new = wilson(successes_new, total_new, Z_95)
+    difference = p_new - p_old
+    low = difference - math.sqrt((p_new - low_new) ** 2 + (high_old - p_old) ** 2)
+    high = difference + math.sqrt((high_new - p_new) ** 2 + (p_old - low_old) ** 2)
+    return low, high
+
+
+def _flags(heads: pd.DataFrame) -> dict[str, str]:
+    return {row.name: row.flag for row in heads.itertuples() if row.flag}
+
+
+def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: float, max_lost: int) -> AxiomComparison:
+    before = old.axioms.set_index("axiom").loc[name]
+    if name not in set(new.axioms["axiom"]):
+        return AxiomComparison(name, float(before["agreement"]), math.nan, math.nan, math.nan, math.nan, [], [],
+                               [f"{name} is missing from the new audit"])
+    after = new.axioms.set_index("axiom").loc[name]
+    count = lambda row: (round(row["agreement"] * row["n_pairs"]), int(row["n_pairs"]))  # noqa: E731
+    low, high = newcombe_difference(*count(before), *count(after))
+    heads_old = old.heads[old.heads["axiom"] == name].set_index("name")
+    heads_new = new.heads[new.heads["axiom"] == name].set_index("name")
+    shared = heads_old.index.intersection(heads_new.index)
+    pair = pd.DataFrame({"old": heads_old.loc[shared, "effect"], "new": heads_new.loc[shared, "effect"]}).dropna()
+    rho = float(stats.spearmanr(pair["old"], pair["new"]).statistic) if len(pair) > 2 else math.nan
+    flags_old, flags_new = _flags(heads_old.reset_index()), _flags(heads_new.reset_index())
+    gained = [f"{head} ({flag})" for head, flag in flags_new.items() if flags_old.get(head) != flag]
+    lost = [f"{head} ({flag})" for head, flag in flags_old.items() if flags_new.get(head) != flag]
+    comparison = AxiomComparison(name, float(before["agreement"]), float(after["agreement"]), low, high,
+                                 rho, gained, lost)
+    drop = comparison.agreement_old - comparison.agreement_new
+    if drop > max_drop + 1e-12:
+        comparison.failures.append(f"{name}: agreement dropped by {drop:.1%}, more than the allowed {max_drop:.1%}")
+    if len(shared) != len(heads_old):
+        comparison.failures.append(f"{name}: the audits cover different heads ({len(heads_old)} vs {len(heads_new)})")
+    elif not (rho >= min_rho):  # a NaN correlation (flat maps) fails too
+        comparison.failures.append(f"{name}: head-map Spearman rho {rho:.3f} is below the required {min_rho}")
+    if len(lost) > max_lost:
+        comparison.failures.append(f"{name}: {len(lost)} head(s) lost their flag, more than the allowed {max_lost}")
+    return comparison
+
+
+def _settings_differ(old: Audit, new: Audit) -> list[str]:
+    """Settings that make two audits incomparable (the model may differ: that is the point)."""
+    before, after = old.manifest["settings"], new.manifest["settings"]
+    keys = ("data", "n", "seed", "method", "threshold", "alpha", "tolerance")
+    return [f"{key} {before.get(key)!r} vs {after.get(key)!r}" for key in keys if before.get(key) != after.get(key)]
+
+
+def compare(old: Audit | str | Path, new: Audit | str | Path, max_agreement_drop: float = 0.05,
+            min_head_map_correlation: float = 0.8, max_lost_flags: int = 0) -> Comparison:
+    """Compare two saved audits (folders or `Audit`s) axiom by axiom, over the axioms of the old audit.
+
+    An axiom fails when its agreement falls by more than max_agreement_drop, its head-effect map's Spearman
+    correlation is below min_head_map_correlation, or more than max_lost_flags heads lose their flag.
+    """
+    old_audit = old if isinstance(old, Audit) else load_audit(old)
+    new_audit = new if isinstance(new, Audit) else load_audit(new)
+    differ = _settings_differ(old_audit, new_audit)
+    if differ:
+        raise ValueError(f"the audits were run with different settings ({'; '.join(differ)}); rerun one to match")
+    rows = [
+        _compare_axiom(name, old_audit, new_audit, max_agreement_drop, min_head_map_correlation, max_lost_flags)
+        for name in old_audit.axioms["axiom"]
+    ]
+    label = lambda audit, given: str(audit.folder or given)  # noqa: E731
+    return Comparison(label(old_audit, old), label(new_audit, new), rows, max_agreement_drop,
+                      min_head_map_correlation, max_lost_flags)
+
+

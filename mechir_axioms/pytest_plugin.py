@@ -1,0 +1,185 @@
+"""pytest plugin: audit a ranker's axioms from tests, with assertions that explain themselves.
+
+Registered through the `pytest11` entry point, so installing mechir-axioms enables it. Options:
+--mechir-model, --mechir-data, --mechir-n, --mechir-method, --mechir-report. Fixtures: `ranker` and
+`axiom_audit` (a callable, cached per session). Marker: `@pytest.mark.axioms("TFC1", "TDC")` runs a test
+once per axiom with the axiom's name in its `axiom` argument.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:  # the heavy imports wait until a test asks for an audit
+    import pandas as pd
+
+    from .auditing import Audit
+
+DEFAULT_REPORT = "reports/pytest"
+
+
+@dataclass
+class AxiomResult:
+    """One axiom's audit, with assertion helpers whose failures state expectation, measurement and report."""
+
+    axiom: str
+    audit: Audit
+
+    @property
+    def row(self) -> pd.Series:
+        return self.audit.axioms.set_index("axiom").loc[self.axiom]
+
+    @property
+    def heads(self) -> pd.DataFrame:
+        return self.audit.heads[self.audit.heads["axiom"] == self.axiom]
+
+    @property
+    def folder(self) -> Path | None:
+        return self.audit.folder
+
+    @property
+    def report(self) -> str:
+        return str(self.audit.report_path) if self.audit.report_path else "(not saved)"
+
+    def _agreement(self) -> str:
+        row = self.row
+        return (f"agreement {row['agreement']:.1%} [95% Wilson CI {row['agreement_low']:.1%}, "
+                f"{row['agreement_high']:.1%}] over {row['n_pairs']} pairs")
+
+    def _fail(self, message: str) -> None:
+        __tracebackhide__ = True
+        pytest.fail(f"{self.axiom} ({self.row['title']}): {message}\n  report: {self.report}", pytrace=False)
+
+    def assert_agreement(self, at_least: float) -> None:
+        """At least this share of pairs moved the way the axiom expects (the point estimate)."""
+        __tracebackhide__ = True
+        if not self.row["agreement"] >= at_least:
+            self._fail(f"expected agreement of at least {at_least:.1%}, measured {self._agreement()}")
+
+    def assert_satisfied(self) -> None:
+        """The verdict is `satisfied`: the agreement's Wilson interval lies above 50%."""
+        __tracebackhide__ = True
+        row = self.row
+        if row["verdict"] != "satisfied":
+            self._fail(
+                f"expected the verdict 'satisfied' (expect {row['expect']}; Wilson interval above 50%), "
+                f"measured '{row['verdict']}': {self._agreement()}, mean score change {row['mean_delta']:+.3g} "
+                f"[95% bootstrap CI {row['mean_low']:+.3g}, {row['mean_high']:+.3g}], Wilcoxon p = {row['wilcoxon_p']:.2g}"
+            )
+
+    def assert_heads_flagged(self, heads: Sequence[str], flag: str = "encodes") -> None:
+        """Every named head ("layer.head") carries `flag` ("encodes" or "violates")."""
+        __tracebackhide__ = True
+        table = self.heads.set_index("name")
+        unknown = [head for head in heads if head not in table.index]
+        if unknown:
+            self._fail(f"no head named {', '.join(unknown)}; heads are named 'layer.head', e.g. '0.0'")
+        missing = [head for head in heads if table.loc[head, "flag"] != flag]
+        if missing:
+            found = ", ".join(self.heads.loc[self.heads["flag"] == flag, "name"]) or "none"
+            self._fail(
+                f"expected heads {', '.join(heads)} to be flagged '{flag}'; not flagged: "
+                + "; ".join(_describe(table.loc[head], head) for head in missing)
+                + f". Heads flagged '{flag}': {found}"
+            )
+
+    def assert_no_violating_heads(self) -> None:
+        """No head is flagged `violates` (significantly pushing the score against the axiom)."""
+        __tracebackhide__ = True
+        violating = self.heads[self.heads["flag"] == "violates"]
+        if len(violating):
+            self._fail(
+                f"expected no head flagged 'violates', found {len(violating)}: "
+                + "; ".join(_describe(row, row["name"]) for _, row in violating.iterrows())
+            )
+
+
+def _describe(row: pd.Series, name: str) -> str:
+    if row["n"] == 0:
+        return f"{name} untested (no pair changed its score by more than the tolerance)"
+    return (f"{name} effect {row['effect']:+.3f} [95% CI {row['ci_low']:+.3f}, {row['ci_high']:+.3f}], "
+            f"q = {row['q_value']:.2g}{', ' + row['flag'] if row['flag'] else ''}")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mechir-axioms", "axiomatic audits of neural rankers")
+    group.addoption("--mechir-model", default=None, help="model id or folder to audit (default: packaged MiniLM)")
+    group.addoption("--mechir-data", default=None, help="JSONL/TSV/Parquet path or irds:ID (default: bundled sample)")
+    group.addoption("--mechir-n", type=int, default=200, help="pairs per axiom (default 200)")
+    group.addoption("--mechir-method", default="attribution", choices=["attribution", "exact"],
+                    help="how heads are patched (default attribution, as the CLI)")
+    group.addoption("--mechir-report", default=None,
+                    help=f"folder for each axiom's audit and report.html (default: {DEFAULT_REPORT} under the rootdir)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "axioms(*names): run the test once per axiom, passing its name as `axiom`")
+    config.stash[_RESULTS] = {}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("axioms")
+    if marker is None:
+        return
+    if "axiom" not in metafunc.fixturenames:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: @pytest.mark.axioms needs an `axiom` argument")
+    metafunc.parametrize("axiom", list(marker.args), ids=list(marker.args))
+
+
+_RESULTS = pytest.StashKey[dict]()
+
+
+def _report_root(config: pytest.Config) -> Path:
+    given = config.getoption("mechir_report")
+    return Path(given) if given and Path(given).is_absolute() else config.rootpath / (given or DEFAULT_REPORT)
+
+
+@pytest.fixture(scope="session")
+def ranker(pytestconfig: pytest.Config):
+    """The ranker under audit (--mechir-model), loaded once per session."""
+    from .loading import load_ranker
+
+    return load_ranker(pytestconfig.getoption("mechir_model"))
+
+
+@pytest.fixture(scope="session")
+def axiom_audit(pytestconfig: pytest.Config, ranker) -> Callable[[str], AxiomResult]:
+    """axiom_audit("TFC1") -> AxiomResult; each axiom is audited once per session and saved with its report."""
+    results: dict[str, AxiomResult] = pytestconfig.stash[_RESULTS]
+    root = _report_root(pytestconfig)
+
+    def run(name: str) -> AxiomResult:
+        from .auditing import audit
+
+        if name not in results:
+            folder = root / name
+            if folder.exists():
+                shutil.rmtree(folder)  # a report folder holds this session's audit, never a stale one
+            found = audit(
+                ranker, [name], pytestconfig.getoption("mechir_data"), n=pytestconfig.getoption("mechir_n"),
+                method=pytestconfig.getoption("mechir_method"), folder=folder, progress=False,
+            )
+            results[name] = AxiomResult(name, found)
+        return results[name]
+
+    return run
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    results: dict[str, AxiomResult] = config.stash.get(_RESULTS, {})
+    if not results:
+        return
+    terminalreporter.section("mechir-axioms")
+    for name, result in results.items():
+        row = result.row
+        terminalreporter.write_line(
+            f"{name}: {row['verdict']}, agreement {row['agreement']:.1%} [{row['agreement_low']:.1%}, "
+            f"{row['agreement_high']:.1%}], heads encoding {row['encodes']}, violating {row['violates']}; "
+            f"report {result.report}"
+        )

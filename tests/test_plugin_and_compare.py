@@ -1,0 +1,122 @@
+"""The pytest plugin run as a user would (an inner pytest session), and `compare` with its CLI and JUnit."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+
+from mechir_axioms import audit, compare
+from mechir_axioms.cli import main
+from mechir_axioms.comparing import newcombe_difference
+
+pytest_plugins = ["pytester"]
+
+INNER_TESTS = '''
+import pytest
+
+@pytest.mark.axioms("TFC1", "LNC1")
+def test_agreement(axiom_audit, axiom):
+    axiom_audit(axiom).assert_agreement(at_least=0.99)
+
+def test_cached_per_session(axiom_audit, ranker):
+    assert axiom_audit("TFC1") is axiom_audit("TFC1")
+    assert axiom_audit("TFC1").audit.manifest["model"]["name"] == ranker.name
+
+def test_heads(axiom_audit):
+    axiom_audit("TFC1").assert_heads_flagged(["0.1"])
+
+def test_satisfied(axiom_audit):
+    axiom_audit("TFC1").assert_satisfied()
+
+def test_no_violating_heads(axiom_audit):
+    axiom_audit("TFC1").assert_no_violating_heads()
+'''
+
+
+def test_plugin_fixtures_marker_messages_and_summary(pytester, tiny, tmp_path):
+    _, model = tiny("bert", "bi")
+    pytester.makepyfile(test_inner=INNER_TESTS)
+    reports = tmp_path / "reports"
+    result = pytester.runpytest_subprocess("-rA", "--mechir-model", str(model), "--mechir-n", "12", "--mechir-report", str(reports))
+    result.assert_outcomes(passed=3, failed=3)
+    output = result.stdout.str()
+    # a random tiny model moves its scores by ~1e-5, below the 1e-3 tolerance: no pair agrees, no head is tested
+    expected = [  # in this order; plain substrings, since fnmatch would read the CI brackets as patterns
+        "TFC1 (One more occurrence of a query term raises the score): expected agreement of at least 99.0%, "
+        "measured agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs",
+        f"report: {reports}/TFC1/report.html",
+        "expected heads 0.1 to be flagged 'encodes'; not flagged: 0.1 untested (no pair changed its score by "
+        "more than the tolerance). Heads flagged 'encodes': none",
+        "expected the verdict 'satisfied' (expect increase; Wilson interval above 50%), measured 'violated': "
+        "agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs, mean score change",
+        " mechir-axioms ",
+        "TFC1: violated, agreement 0.0% [0.0%, 24.2%], heads encoding 0, violating 0; report ",
+        "LNC1: satisfied, agreement 100.0% [75.8%, 100.0%], heads encoding 0, violating 0; report ",
+    ]
+    position = 0
+    for text in expected:
+        found = output.find(text, position)
+        assert found >= 0, f"missing, or out of order: {text!r}"
+        position = found + len(text)
+    assert "test_agreement[TFC1]" in output and "test_agreement[LNC1]" in output
+    assert (reports / "TFC1" / "report.html").is_file() and (reports / "LNC1" / "manifest.json").is_file()
+
+
+def test_marker_without_axiom_argument_is_a_usage_error(pytester, tiny):
+    _, model = tiny("bert", "bi")
+    pytester.makepyfile(test_bad="import pytest\n@pytest.mark.axioms('TFC1')\ndef test_x(axiom_audit):\n    pass\n")
+    result = pytester.runpytest_subprocess("--mechir-model", str(model))
+    assert "@pytest.mark.axioms needs an `axiom` argument" in result.stderr.str() + result.stdout.str()
+
+
+def test_newcombe_interval_matches_the_paper():
+    # Newcombe (1998), method 10, example (a): 56/70 vs 48/80 -> difference 0.2000, 95% CI 0.0524 to 0.3339
+    low, high = newcombe_difference(48, 80, 56, 70)
+    assert low == pytest.approx(0.0524, abs=1e-4) and high == pytest.approx(0.3339, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def two_audits(tiny, tmp_path_factory):
+    """The same tiny ranker audited twice, and once with heads of layer 0 cut out."""
+    import torch
+
+    ranker, _ = tiny("bert", "bi")
+    root = tmp_path_factory.mktemp("compare")
+    options = dict(n=24, seed=1, targets=("heads",), method="exact", tolerance=1e-7, progress=False)
+    first = audit(ranker, ["TFC1"], folder=root / "first", **options)
+    second = audit(ranker, ["TFC1"], folder=root / "second", **options)
+    weight = ranker.stack.blocks[1].layer.attention.output.dense.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight[:, : weight.shape[1] // 2] = 0  # half the heads of layer 1 removed: the head map moves
+    try:
+        damaged = audit(ranker, ["TFC1"], folder=root / "damaged", **options)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    return first, second, damaged, root
+
+
+def test_compare_passes_identical_audits_and_fails_a_damaged_one(two_audits, capsys):
+    first, second, damaged, root = two_audits
+    same = compare(first, second)
+    assert same.ok and same.axioms[0].correlation == pytest.approx(1.0)
+    assert main(["compare", str(root / "first"), str(root / "second")]) == 0
+    junit = root / "compare.xml"
+    code = main(["compare", str(root / "first"), str(root / "damaged"), "--min-head-map-correlation", "0.99",
+                 "--junit-xml", str(junit)])
+    table = capsys.readouterr().out
+    assert code == 1
+    assert "head-map Spearman rho" in table and "FAIL" in table and "result: FAIL" in table
+    suite = ElementTree.parse(junit).getroot()
+    assert suite.get("tests") == "1" and suite.get("failures") == "1"
+    assert "below the required 0.99" in suite.find("testcase/failure").get("message")
+
+
+def test_compare_refuses_audits_with_different_settings(two_audits, tiny, tmp_path):
+    first, *_ = two_audits
+    ranker, _ = tiny("bert", "bi")
+    other = audit(ranker, ["TFC1"], n=20, seed=1, targets=("heads",), method="exact", tolerance=1e-7, progress=False)
+    with pytest.raises(ValueError, match="different settings \\(n 24 vs 20\\)"):
+        compare(first, other)
