@@ -24,16 +24,23 @@ class DataError(ValueError):
 
 
 def _read_file(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give a data file (.jsonl, .jsonl.gz, .tsv or .parquet)")
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
-        return pd.read_json(path, lines=".jsonl" in name, dtype=False)
-    if name.endswith((".tsv", ".tsv.gz")):
-        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-    if name.endswith(".parquet"):
-        return pd.read_parquet(path)
-    raise DataError(f"{path}: unknown data format; use .jsonl, .jsonl.gz, .tsv or .parquet, or an irds: id")
+        kind, read = "JSON lines" if ".jsonl" in name else "JSON", lambda: pd.read_json(path, lines=".jsonl" in name, dtype=False)
+    elif name.endswith((".tsv", ".tsv.gz")):
+        kind, read = "TSV", lambda: pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    elif name.endswith(".parquet"):
+        kind, read = "Parquet", lambda: pd.read_parquet(path)
+    else:
+        raise DataError(f"{path}: unknown data format; use .jsonl, .jsonl.gz, .tsv or .parquet, or an irds: id")
+    try:
+        return read()
+    except (ValueError, OSError, EOFError) as error:  # malformed lines, a bad gzip stream, unreadable bytes
+        raise DataError(f"{path}: cannot be read as {kind} ({error})") from error
 
 
 def _read_ir_datasets(dataset_id: str) -> pd.DataFrame:

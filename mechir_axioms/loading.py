@@ -144,6 +144,11 @@ def load_ranker(name_or_path: str | Path | None = None, kind: str | None = None,
     try:
         config = AutoConfig.from_pretrained(source, subfolder=subfolder)
     except (OSError, ValueError) as error:
+        if Path(source).expanduser().is_dir():
+            raise OSError(
+                f"model folder {source} holds no model config (config.json); give a Hugging Face or "
+                "sentence-transformers model folder"
+            ) from error
         raise OSError(
             f"cannot load model {source!r}: it is not a model folder here, and no Hugging Face Hub copy of it is "
             "cached (the Hub is offline, or the id is unknown)"

@@ -84,7 +84,7 @@ class PairSet:
                 if shared_query:  # the query side is the same for both inputs: encode it once
                     options["query_embeddings"] = ranker.embed(self.model_input("baseline", rows).query_tokens)
                 for which in scores:
-                    scores[which].append(ranker.forward(self.model_input(which, rows), **options).float().cpu())
+                    scores[which].append(ranker.forward(self.model_input(which, rows), **options).double().cpu())
         baseline, perturbed = (torch.cat(scores[which]).numpy() for which in ("baseline", "perturbed"))
         return self.frame.assign(baseline_score=baseline, perturbed_score=perturbed, delta=perturbed - baseline)
 

@@ -267,15 +267,35 @@ def _replacing(donor: dict[str, torch.Tensor], index: torch.Tensor, masks: dict[
     return [(name, replace) for name in masks]
 
 
+def _changes_something(runs: _Runs, items: list[tuple[int, tuple[int, ...], Variant]], width: int,
+                       n_heads: int) -> list[bool]:
+    """Per work item: does the donor differ from the receiver anywhere the variant patches? A variant that
+    copies identical values (the unchanged tokens' embeddings, say) leaves the receiver's score as it is."""
+    index = torch.tensor([pair for pair, _, _ in items])
+    masks = _masks([variant for _, _, variant in items], runs.regions[index], width, n_heads)
+    changed = torch.zeros(len(items), dtype=torch.bool)
+    for name, mask in masks.items():
+        differs = (runs.donor_cache[name] != runs.receiver_cache[name]).any(-1)  # [pair, pos(, head)]
+        changed |= (mask & differs[index]).flatten(1).any(1)
+    return changed.tolist()
+
+
 def _exact_batch(ranker: Ranker, runs: _Runs, work: list[tuple[int, tuple[int, ...], Variant]], rows_per_pass: int,
                  effects: np.ndarray, pair_rows: list[int], progress) -> None:
-    """Run all (pair-in-batch, index, variant) work items, layer by layer, `rows_per_pass` rows at a time."""
+    """Run all (pair-in-batch, index, variant) work items, layer by layer, `rows_per_pass` rows at a time;
+    items that patch in nothing new have effect 0 without a run."""
     width = runs.receiver.tokens["input_ids"].shape[1]
     by_layer: dict[int, list[tuple[int, tuple[int, ...], Variant]]] = {}
     for item in work:
         by_layer.setdefault(item[2].layer, []).append(item)
     for layer in sorted(by_layer):
-        items = by_layer[layer]
+        items = []
+        for item, changed in zip(by_layer[layer], _changes_something(runs, by_layer[layer], width, ranker.n_heads)):
+            if changed:
+                items.append(item)
+            else:
+                effects[(pair_rows[item[0]], *item[1])] = 0.0
+                progress.update(1)
         for start in range(0, len(items), rows_per_pass):
             chunk = items[start : start + rows_per_pass]
             index = torch.tensor([pair for pair, _, _ in chunk])

@@ -180,6 +180,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         row = result.row
         terminalreporter.write_line(
             f"{name}: {row['verdict']}, agreement {row['agreement']:.1%} [{row['agreement_low']:.1%}, "
-            f"{row['agreement_high']:.1%}], heads encoding {row['encodes']}, violating {row['violates']}; "
-            f"report {result.report}"
+            f"{row['agreement_high']:.1%}], heads encoding {row['encodes']}, violating {row['violates']}, "
+            f"block cells encoding {row['cells_encodes']}, violating {row['cells_violates']}; report {result.report}"
         )

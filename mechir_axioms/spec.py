@@ -26,6 +26,8 @@ def _packaged_axioms() -> Path:
 
 PACKAGED_AXIOMS = _packaged_axioms()
 AXIOM_PATH_VARIABLE = "MECHIR_AXIOMS_PATH"
+DEFAULT_AXIOMS = ("TFC1", "TDC", "LNC1", "STMC1", "NULL")
+"""What an audit covers unless told otherwise: four behaviours and the NULL calibration control."""
 
 EXPECTATIONS = ("increase", "decrease", "no_change", "not_increase", "not_decrease")
 SELECTORS = ("query_random", "query_max_idf", "query_min_idf", "query_all", "neutral", "similar", "unrelated", "filler")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mechir_axioms import audit, load_audit
+from mechir_axioms import audit, load_audit, load_ranker
 from mechir_axioms.cli import main
 
 TINY_TOLERANCE = 1e-7  # random tiny models move their scores by ~1e-5, far below a trained model's 1e-3
@@ -20,10 +20,17 @@ HEAD_COLUMNS = ["axiom", "layer", "head", "effect", "ci_low", "ci_high", "p_valu
 
 
 @pytest.fixture(scope="module")
-def tiny_audit(tiny, tmp_path_factory):
-    ranker, _ = tiny("bert", "bi")
+def tiny_double(tiny):
+    """The tiny BERT bi-encoder in float64: its scores move by ~1e-5, which float32 would blur."""
+    ranker = load_ranker(tiny("bert", "bi")[1])
+    ranker.model.double()
+    return ranker
+
+
+@pytest.fixture(scope="module")
+def tiny_audit(tiny_double, tmp_path_factory):
     folder = tmp_path_factory.mktemp("audit") / "tiny"
-    return audit(ranker, ["TFC1", "LNC1"], n=24, seed=3, method="exact", examples=1, stability=3,
+    return audit(tiny_double, ["TFC1", "LNC1"], n=24, seed=3, method="exact", examples=1, stability=3,
                  tolerance=TINY_TOLERANCE, folder=folder, progress=False)
 
 
@@ -46,6 +53,26 @@ def test_audit_frames_have_the_promised_shape(tiny_audit, tiny):
     blocks = tiny_audit.blocks
     assert set(blocks["component"]) == {"resid_pre", "attn_out", "mlp_out"}
     assert blocks.groupby("axiom")["example"].nunique().to_dict() == {"TFC1": 1, "LNC1": 1}
+
+
+def test_block_cells_start_where_the_change_is(tiny_audit, tiny):
+    """Cells cover component x layer x region; at layer 0 the span's residual stream carries the pairs' whole
+    signed change, sum(s * delta) / sum(|delta|), and the identical tokens elsewhere carry nothing."""
+    ranker, _ = tiny("bert", "bi")
+    cells = tiny_audit.cells
+    assert len(cells) == 2 * 3 * ranker.n_layers * 3  # a bi-encoder's document: span, text, markup
+    assert set(cells["region"]) == {"span", "text", "markup"} and (cells["n"] > 0).all()
+    assert set(cells["flag"]) <= {"", "encodes", "violates"}
+    for axiom in ("TFC1", "LNC1"):
+        rows = cells[(cells["axiom"] == axiom) & (cells["component"] == "resid_pre") & (cells["layer"] == 0)].set_index("region")
+        assert rows.loc["text", "effect"] == 0 and rows.loc["markup", "effect"] == 0
+        if axiom == "TFC1":  # LNC1's masked baseline hides its span from attention: patching it in does nothing
+            delta = tiny_audit.pairs.loc[tiny_audit.pairs["axiom"] == axiom, "delta"].to_numpy()
+            delta = delta[np.abs(delta) >= TINY_TOLERANCE]
+            assert rows.loc["span", "effect"] == pytest.approx(delta.sum() / np.abs(delta).sum(), abs=1e-9)
+    counts = cells[cells["flag"] == "encodes"].groupby("axiom").size()
+    for row in tiny_audit.axioms.itertuples():
+        assert row.cells_encodes == counts.get(row.axiom, 0)
 
 
 def test_flags_follow_the_q_values_and_the_sign(tiny_audit):
@@ -75,7 +102,7 @@ def test_resid_pre_at_layer_zero_carries_the_whole_change(tiny_audit):
 
 def test_saved_audit_loads_back_identically(tiny_audit):
     loaded = load_audit(tiny_audit.folder)
-    for name in ("axioms", "heads", "blocks", "pairs"):
+    for name in ("axioms", "heads", "cells", "blocks", "pairs"):
         pd.testing.assert_frame_equal(getattr(loaded, name), getattr(tiny_audit, name), check_dtype=False)
     assert loaded.manifest["settings"]["n"] == 24
     assert loaded.manifest["package_version"]
@@ -93,11 +120,11 @@ def test_report_is_self_contained_and_rerenders(tiny_audit, tmp_path):
     assert (tiny_audit.folder / "report.html").read_text() == html
 
 
-def test_audit_is_deterministic_for_a_seed(tiny, tiny_audit):
-    ranker, _ = tiny("bert", "bi")
-    again = audit(ranker, ["TFC1", "LNC1"], n=24, seed=3, method="exact", examples=1, stability=3,
+def test_audit_is_deterministic_for_a_seed(tiny_double, tiny_audit):
+    again = audit(tiny_double, ["TFC1", "LNC1"], n=24, seed=3, method="exact", examples=1, stability=3,
                   tolerance=TINY_TOLERANCE, progress=False)
     pd.testing.assert_frame_equal(again.heads, tiny_audit.heads)
+    pd.testing.assert_frame_equal(again.cells, tiny_audit.cells)
     pd.testing.assert_frame_equal(again.axioms, tiny_audit.axioms)
 
 
@@ -140,7 +167,8 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_killed_audit_resumes_to_identical_results(tmp_path, minilm_path):
-    options = ["--axioms", "TFC1", "--n", "96", "--method", "attribution", "--examples", "1", "--stability", "2"]
+    options = ["--axioms", "TFC1", "--n", "96", "--method", "attribution", "--examples", "1", "--stability", "2",
+               "--cell-pairs", "16"]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     whole = tmp_path / "whole"
     subprocess.run(_cli(*options, "--out", str(whole)), check=True, env=environment, capture_output=True)
@@ -160,20 +188,25 @@ def test_killed_audit_resumes_to_identical_results(tmp_path, minilm_path):
 
     subprocess.run(_cli(*options, "--out", str(killed), "--resume"), check=True, env=environment, capture_output=True)
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items()), "resume recomputed a checkpoint"
-    for name in ("axioms", "heads", "blocks", "pairs"):
+    for name in ("axioms", "heads", "cells", "blocks", "pairs"):
         pd.testing.assert_frame_equal(pd.read_parquet(killed / f"{name}.parquet"), pd.read_parquet(whole / f"{name}.parquet"))
 
 
 # --- calibration on real data ----------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["attribution", "exact"])
-def test_null_axiom_flags_no_head_on_minilm(minilm, method):
-    """Two exchangeable neutral words: any flagged head would be a false positive of the statistics.
+def test_null_axiom_flags_nothing_on_minilm(minilm, method):
+    """Two exchangeable neutral words: any flagged head or block cell would be a false positive of the statistics.
 
-    Exact patching of 200 pairs in both directions takes ~5 min here, so the exact check uses 64 pairs."""
+    Exact patching of 200 pairs in both directions takes ~5 min here, so the exact check uses 64 pairs; block
+    cells (always exact) are checked once, on 64 of the 200 pairs of the attribution run."""
     n = 200 if method == "attribution" else 64
-    result = audit(minilm, ["NULL"], n=n, targets=("heads",), method=method, progress=False)
-    heads = result.heads
+    targets = ("heads", "blocks") if method == "attribution" else ("heads",)
+    result = audit(minilm, ["NULL"], n=n, targets=targets, method=method, examples=0, cell_pairs=64, progress=False)
+    heads, cells = result.heads, result.cells
     assert result.axioms["n_pairs"].iloc[0] == n
     assert heads["p_value"].notna().sum() == 72  # every head was tested, so "no flag" is not vacuous
     assert (heads["flag"] == "").all(), heads[heads["flag"] != ""][HEAD_COLUMNS].to_string()
     assert heads["q_value"].min() > 0.05
+    if "blocks" in targets:
+        assert len(cells) == 3 * 6 * 3 and cells["p_value"].notna().all() and (cells["n"] > 40).all()
+        assert (cells["flag"] == "").all(), cells[cells["flag"] != ""].to_string()

@@ -59,6 +59,20 @@ def test_bad_paths(tmp_path):
         load_data(tmp_path / "pairs.xlsx")
     with pytest.raises(DataError, match="irds:no/such-dataset: ir_datasets does not know this dataset id"):
         load_data("irds:no/such-dataset")
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(DataError, match="folder.jsonl is a folder; give a data file"):
+        load_data(tmp_path / "folder.jsonl")
+
+
+@pytest.mark.parametrize("name, content, kind", [
+    ("broken.jsonl", b'{"qid": 1, "query": "q", "docno": "d", "text": "t", "relevance": 1}\n{broken\n', "JSON lines"),
+    ("plain.jsonl.gz", b"not gzip at all", "JSON lines"),
+    ("bad.parquet", b"PAR1 but no parquet", "Parquet"),
+])
+def test_unreadable_files_are_named(tmp_path, name, content, kind):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=f"{name}: cannot be read as {kind} "):
+        load_data(tmp_path / name)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,11 @@ def test_missing_model_folder(tmp_path):
         load_ranker(tmp_path / "nowhere")
 
 
+def test_folder_without_a_model(tmp_path):
+    with pytest.raises(OSError, match=r"model folder .* holds no model config \(config.json\)"):
+        load_ranker(tmp_path)
+
+
 def test_unknown_hub_id_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError, match="cannot load model 'no-such-org/no-such-model': it is not a model folder here"):

@@ -167,7 +167,7 @@ def test_bi_encoder_query_target(trec_frame, minilm):
     scored = pairs.score(minilm)
     expected = minilm.score(list(scored["perturbed"]), list(trec_frame.set_index(["qid", "docno"]).loc[
         list(zip(scored["qid"], scored["docno"])), "text"]))
-    assert torch.allclose(torch.tensor(scored["perturbed_score"].to_numpy()), expected, atol=1e-5)
+    assert torch.allclose(torch.tensor(scored["perturbed_score"].to_numpy()), expected.double(), atol=1e-5)
 
 
 def test_pair_scores_match_text_scores(trec_frame, tiny):
@@ -175,7 +175,7 @@ def test_pair_scores_match_text_scores(trec_frame, tiny):
     pairs = make_pairs("TFC1-start", trec_frame, ranker, n=10, seed=1)
     scored = pairs.score(ranker, batch_size=4)
     expected = ranker.score(list(scored["query"]), list(scored["baseline"]))
-    assert torch.allclose(torch.tensor(scored["baseline_score"].to_numpy()), expected, atol=1e-5)
+    assert torch.allclose(torch.tensor(scored["baseline_score"].to_numpy()), expected.double(), atol=1e-5)
 
 
 def test_not_enough_pairs_warns_and_none_raises(trec_frame, minilm):

@@ -138,7 +138,7 @@ def test_directions(minilm, short_frame):
 
 def test_bad_arguments(minilm, tiny, short_frame):
     pairs = make_pairs("TFC1", short_frame, minilm, n=2, seed=1)
-    with pytest.raises(ValueError, match=r"target='neurons' is not valid; use one of blocks, heads, heads_by_pos, mlp"):
+    with pytest.raises(ValueError, match=r"target='neurons' is not valid; use one of blocks, regions, heads, heads_by_pos, mlp"):
         patch(minilm, pairs, "neurons")
     with pytest.raises(ValueError, match=r"method='gradient' is not valid; use one of exact, attribution"):
         patch(minilm, pairs, method="gradient")

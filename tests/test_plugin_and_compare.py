@@ -51,8 +51,10 @@ def test_plugin_fixtures_marker_messages_and_summary(pytester, tiny, tmp_path):
         "expected the verdict 'satisfied' (expect increase; Wilson interval above 50%), measured 'violated': "
         "agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs, mean score change",
         " mechir-axioms ",
-        "TFC1: violated, agreement 0.0% [0.0%, 24.2%], heads encoding 0, violating 0; report ",
-        "LNC1: satisfied, agreement 100.0% [75.8%, 100.0%], heads encoding 0, violating 0; report ",
+        "TFC1: violated, agreement 0.0% [0.0%, 24.2%], heads encoding 0, violating 0, block cells encoding 0, "
+        "violating 0; report ",
+        "LNC1: satisfied, agreement 100.0% [75.8%, 100.0%], heads encoding 0, violating 0, block cells encoding 0, "
+        "violating 0; report ",
     ]
     position = 0
     for text in expected:

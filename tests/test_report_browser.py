@@ -19,9 +19,9 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def report(minilm, tmp_path_factory):
-    """A real MiniLM audit of two axioms (attribution heads, exact blocks on one example pair)."""
+    """A real MiniLM audit of two axioms (attribution heads, exact block cells on 12 pairs and blocks on one example)."""
     folder = tmp_path_factory.mktemp("browser") / "audit"
-    audit(minilm, ["TFC1", "STMC1"], n=48, method="attribution", examples=1, folder=folder, progress=False)
+    audit(minilm, ["TFC1", "STMC1"], n=48, method="attribution", cell_pairs=12, examples=1, folder=folder, progress=False)
     return folder / "report.html"
 
 

@@ -12,7 +12,9 @@
   }
 
   function heatmap(canvas, matrix, rows, columns, scale, describe, sequential) {
-    const cell = Number(canvas.dataset.cell || 12), left = 90, top = 8, bottom = 70;
+    // cells of data-cell pixels, or as large as fit 640 pixels (6 to 14) for long inputs
+    const cell = Number(canvas.dataset.cell || Math.max(6, Math.min(14, Math.floor(640 / columns.length))));
+    const left = 90, top = 8, bottom = 70, font = Math.min(11, cell + 1);
     const width = left + columns.length * cell + 8, height = top + rows.length * cell + bottom;
     const ratio = window.devicePixelRatio || 1;
     canvas.width = width * ratio; canvas.height = height * ratio;
@@ -26,7 +28,7 @@
         g.fillStyle = sequential ? `rgba(90,60,200,${Math.min(1, v / scale)})` : colour(v, scale);
         g.fillRect(left + j * cell, top + i * cell, cell - 1, cell - 1);
       });
-      g.fillStyle = "#333"; g.font = "11px sans-serif"; g.textAlign = "right";
+      g.fillStyle = "#333"; g.font = font + "px sans-serif"; g.textAlign = "right";
       g.fillText(row, left - 4, top + i * cell + cell - 2);
     });
     g.save();
@@ -35,7 +37,7 @@
       g.translate(left + j * cell + cell - 3, top + rows.length * cell + 4);
       g.rotate(-Math.PI / 2.6);
       g.textAlign = "right"; g.fillStyle = label.changed ? "#b00" : "#333";
-      g.font = (label.changed ? "bold " : "") + "10px sans-serif";
+      g.font = (label.changed ? "bold " : "") + Math.min(10, font) + "px sans-serif";
       g.fillText(label.text.slice(0, 14), 0, 0);
       g.restore();
     });
@@ -55,7 +57,7 @@
     const component = example.components[canvas.dataset.component];
     const columns = example.tokens.map((text, j) => ({ text, changed: example.changed[j] }));
     const rows = component.map((_, layer) => "layer " + layer);
-    heatmap(canvas, component, rows, columns, data.scale, (i, j, v) =>
+    heatmap(canvas, component, rows, columns, example.scale, (i, j, v) =>
       `${canvas.dataset.component} layer ${i}, position ${j} '${example.tokens[j]}'` +
       (example.changed[j] ? ` (baseline '${example.baseline[j]}')` : "") +
       `: effect ${v === null ? "n/a" : v.toFixed(3)}`, false);
