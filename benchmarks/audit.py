@@ -24,6 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMIT_SECONDS = 600
 
 
+def _flagged(frame: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
+    """{axiom: {flag: [component names]}} of the flagged rows."""
+    flagged = frame[frame["flag"] != ""]
+    return {axiom: rows.groupby("flag")["name"].apply(list).to_dict() for axiom, rows in flagged.groupby("axiom")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--method", default=None, choices=["attribution", "exact"], help="default: the CLI's default")
@@ -31,9 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         out = Path(temporary) / "audit"
-        command = [sys.executable, "-m", "mechir_axioms.cli", "audit", "--out", str(out)]
-        command += ["--method", args.method] if args.method else []
-        command += ["--n", str(args.n)] if args.n else []
+        options = ["--method", args.method] if args.method else []
+        options += ["--n", str(args.n)] if args.n else []
+        command = [sys.executable, "-m", "mechir_axioms.cli", "audit", "--out", str(out), *options]
         started = time.perf_counter()
         subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
@@ -44,7 +50,7 @@ def main() -> None:
         report_bytes = (out / "report.html").stat().st_size
     settings = manifest["settings"]
     result = {
-        "command": " ".join(["mechir-axioms", *command[3:-2]]) or "mechir-axioms audit",
+        "command": " ".join(["mechir-axioms audit", *options]),
         "seconds": round(seconds, 1),
         "limit_seconds": LIMIT_SECONDS,
         "within_limit": seconds < LIMIT_SECONDS,
@@ -55,8 +61,8 @@ def main() -> None:
         "targets": settings["targets"],
         "cell_pairs": settings["cell_pairs"],
         "examples": settings["examples"],
-        "flags": heads[heads["flag"] != ""].groupby(["axiom", "flag"]).size().rename("heads").reset_index().to_dict("records"),
-        "cell_flags": cells[cells["flag"] != ""].groupby(["axiom", "flag"]).size().rename("cells").reset_index().to_dict("records"),
+        "flags": _flagged(heads),
+        "cell_flags": _flagged(cells),
         "verdicts": axioms.set_index("axiom")["verdict"].to_dict(),
         "report_bytes": report_bytes,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},

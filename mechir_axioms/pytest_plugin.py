@@ -52,6 +52,11 @@ class AxiomResult:
         return (f"agreement {row['agreement']:.1%} [95% Wilson CI {row['agreement_low']:.1%}, "
                 f"{row['agreement_high']:.1%}] over {row['n_pairs']} pairs")
 
+    def _rule(self) -> str:
+        settings = self.audit.manifest["settings"]
+        return (f"A flag needs an effect beyond +/-{settings['threshold']} at q <= {settings['alpha']} "
+                f"(heads patched by the {settings['method']} method)")
+
     def _fail(self, message: str) -> None:
         __tracebackhide__ = True
         pytest.fail(f"{self.axiom} ({self.row['title']}): {message}\n  report: {self.report}", pytrace=False)
@@ -86,7 +91,7 @@ class AxiomResult:
             self._fail(
                 f"expected heads {', '.join(heads)} to be flagged '{flag}'; not flagged: "
                 + "; ".join(_describe(table.loc[head], head) for head in missing)
-                + f". Heads flagged '{flag}': {found}"
+                + f". Heads flagged '{flag}': {found}. {self._rule()}"
             )
 
     def assert_no_violating_heads(self) -> None:

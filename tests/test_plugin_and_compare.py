@@ -47,7 +47,8 @@ def test_plugin_fixtures_marker_messages_and_summary(pytester, tiny, tmp_path):
         "measured agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs",
         f"report: {reports}/TFC1/report.html",
         "expected heads 0.1 to be flagged 'encodes'; not flagged: 0.1 untested (no pair changed its score by "
-        "more than the tolerance). Heads flagged 'encodes': none",
+        "more than the tolerance). Heads flagged 'encodes': none. A flag needs an effect beyond +/-0.05 at "
+        "q <= 0.05 (heads patched by the attribution method)",
         "expected the verdict 'satisfied' (expect increase; Wilson interval above 50%), measured 'violated': "
         "agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs, mean score change",
         " mechir-axioms ",
