@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from importlib import resources
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +46,8 @@ def _fill(value: float, scale: float) -> str:
     return f"rgb(255,{fade},{fade})" if t >= 0 else f"rgb({fade},{fade},255)"
 
 
-def _grid(rows: pd.DataFrame, columns: list[str], column_of, describe, scale: float, cell_width: int = CELL,
-          groups: Sequence[tuple[str, int, int]] = ()) -> dict[str, Any]:
+def _grid(rows: pd.DataFrame, columns: list[str], column_of: Callable[[Any], int], describe: Callable[[Any], str],
+          scale: float, cell_width: int = CELL, groups: Sequence[tuple[str, int, int]] = ()) -> dict[str, Any]:
     """An SVG heatmap, one row per layer: cells coloured by effect, flagged ones outlined, a title to hover.
 
     column_of(row) gives a row's column; `groups` are (label, first column, last column) spans above them.
