@@ -27,7 +27,7 @@ from .findings import EXPECTED_SIGN, Changes, behaviour, effects_frame, replicat
 from .hooks import caching_hooks
 from .pairs import PairSet, make_pairs
 from .patch_result import PatchResult
-from .patching import BLOCK_COMPONENTS, METHODS, patch, regions_of
+from .patching import BLOCK_COMPONENTS, METHODS, patch, plan, regions_of
 from .rankers import Ranker
 from .spec import DEFAULT_AXIOMS, Axiom, load_axiom
 
@@ -159,13 +159,16 @@ def _cell_rows(count: int, cell_pairs: int, seed: int) -> list[int]:
 
 
 def _labels_of_heads(ranker: Ranker) -> list[dict[str, Any]]:
-    return [{"layer": l, "head": h, "name": f"{l}.{h}"} for l in range(ranker.n_layers) for h in range(ranker.n_heads)]
+    """One label per head, in the order patching lays out its effects."""
+    return [{"layer": l, "head": h, "name": f"{l}.{h}"} for (l, h), _ in plan("heads", ranker.n_layers, ranker.n_heads, 0).variants]
 
 
 def _labels_of_cells(ranker: Ranker) -> list[dict[str, Any]]:
+    """One label per block cell, in the order patching lays out its effects."""
+    regions = regions_of(ranker.kind)
     return [
-        {"component": component, "layer": l, "region": region, "name": f"{component}.{l}.{region}"}
-        for component in BLOCK_COMPONENTS for l in range(ranker.n_layers) for region in regions_of(ranker.kind)
+        {"component": BLOCK_COMPONENTS[c], "layer": l, "region": regions[r], "name": f"{BLOCK_COMPONENTS[c]}.{l}.{regions[r]}"}
+        for (c, l, r), _ in plan("regions", ranker.n_layers, ranker.n_heads, 0, regions=regions).variants
     ]
 
 

@@ -40,7 +40,7 @@ def _audit(args: argparse.Namespace) -> int:
     from .auditing import audit
     from .spec import load_axiom
 
-    axioms = [load_axiom(name.strip(), args.axiom_folder) for name in args.axioms.split(",") if name.strip()]
+    axioms = [load_axiom(name, args.axiom_folder) for name in _names(args.axioms)]
     with _warnings_printed():
         result = audit(
             args.model, axioms, args.data, n=args.n, seed=args.seed, targets=_names(args.targets),

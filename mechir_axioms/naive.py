@@ -55,11 +55,11 @@ def patch_naive(ranker: Ranker, pairs: PairSet, target: str = "heads", direction
             receiver_score[row], donor_score[row] = receiver[1], donor[1]
             if abs(donor[1] - receiver[1]) < delta:
                 continue
-            length = int(pairs.tensors["length"][row])
+            length, regions = int(pairs.tensors["length"][row]), region_rows(pairs, [row])[0]
             for position, variant in the_plan.variants:
                 if variant.position is not None and variant.position >= length:
                     continue
-                hook = _replace_one(donor[2][variant.site], variant, region_rows(pairs, [row])[0])
+                hook = _replace_one(donor[2][variant.site], variant, regions)
                 score = float(ranker.forward(receiver[0], {variant.site: hook})[0])
                 effects[(row, *position)] = (score - receiver[1]) / (donor[1] - receiver[1])
     included = np.abs(donor_score - receiver_score) >= delta
