@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mechir_axioms import __version__, list_axioms, load_ranker, make_pairs
-from mechir_axioms.data import load_data
+from mechir_axioms.pairs.data import load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

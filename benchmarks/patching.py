@@ -46,7 +46,7 @@ def _load(model: str):
 # --- one method in its own process ---------------------------------------------------------------
 def worker(method: str, model: str, pairs_dir: str, out: str, batch_size: int, limit: int) -> None:
     from mechir_axioms import PairSet, patch
-    from mechir_axioms.naive import patch_naive
+    from mechir_axioms.patching.naive import patch_naive
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     ranker = _load(model)
@@ -118,7 +118,7 @@ def mechir_tensors(pairs, model: str, setting: str) -> dict:
 def run_mechir(python: str, pairs, model: str, setting: str, scratch: Path, batch_size: int, per_pair: int) -> dict:
     tensors = scratch / f"mechir-{model}-{setting}.pt"
     torch.save(mechir_tensors(pairs, model, setting), tensors)
-    from mechir_axioms.loading import default_model_path
+    from mechir_axioms.models.loading import default_model_path
 
     model_path = default_model_path() if model == "minilm" else str(CROSS_ENCODER)
     job = {"kind": "bi" if model == "minilm" else "cross", "model": model_path, "pooling": "mean",

@@ -12,15 +12,21 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "auditing": ["Audit", "audit", "load_audit"],
+    "auditing.result": ["Audit", "load_audit"],
+    "auditing.run": ["audit"],
+    "auditing.settings": ["Settings"],
     "comparing": ["Comparison", "compare"],
-    "data": ["DataError", "load_data"],
-    "loading": ["load_ranker"],
-    "pairs": ["PairSet", "make_pairs"],
-    "patch_result": ["PatchResult"],
-    "patching": ["Variant", "patch", "patch_variants"],
-    "rankers": ["BiEncoder", "CrossEncoder", "ModelInput", "MonoT5", "Ranker"],
-    "spec": ["Axiom", "SpecError", "list_axioms", "load_axiom"],
+    "core.errors": ["DataError", "MechirError", "ModelError", "SettingsError", "SpecError"],
+    "models.loading": ["load_ranker"],
+    "models.names": ["act_name"],
+    "models.rankers": ["BiEncoder", "CrossEncoder", "ModelInput", "MonoT5", "Ranker", "register_kind"],
+    "pairs.compile": ["make_pairs"],
+    "pairs.data": ["load_data"],
+    "pairs.pairset": ["PairSet"],
+    "patching.api": ["patch", "patch_variants"],
+    "patching.plan": ["Variant"],
+    "patching.result": ["PatchResult"],
+    "specs.axiom": ["Axiom", "list_axioms", "load_axiom"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

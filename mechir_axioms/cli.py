@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .data import SAMPLE_NAME
-from .spec import DEFAULT_AXIOMS
+from .auditing.settings import Settings, flag_name, parse_names, setting_fields
+from .core.defaults import DEFAULT_AXIOMS, DEVICES, DTYPES, SAMPLE_NAME
+from .core.errors import MechirError
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .spec import list_axioms
+    from .specs.axiom import list_axioms
 
     axioms = list_axioms(args.axiom_folder)
     width = max(len(axiom.name) for axiom in axioms)
@@ -37,17 +38,17 @@ def _warnings_printed() -> Iterator[None]:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from .auditing import audit
-    from .spec import load_axiom
+    from .auditing.run import audit
+    from .models.loading import load_ranker
+    from .specs.axiom import load_axiom
 
-    axioms = [load_axiom(name, args.axiom_folder) for name in _names(args.axioms)]
+    settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
+    axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
     with _warnings_printed():
-        result = audit(
-            args.model, axioms, args.data, n=args.n, seed=args.seed, targets=_names(args.targets),
-            method=args.method, threshold=args.threshold, alpha=args.alpha, tolerance=args.tolerance,
-            cell_pairs=args.cell_pairs, examples=args.examples, stability=args.stability, batch_size=args.batch_size,
-            folder=args.out, resume=args.resume,
-        )
+        ranker = load_ranker(settings.model, device=args.device, dtype=args.dtype)
+        options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data")}
+        result = audit(ranker, axioms, settings.data, **{**options, "targets": settings.targets},
+                       folder=args.out, resume=args.resume)
     targets = result.manifest["settings"]["targets"]
     for row in result.axioms.itertuples():
         found = [f"{label} encoding {encodes}, violating {violates}" for label, target, encodes, violates in (
@@ -60,7 +61,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import rerender
+    from .auditing.result import rerender
 
     print(f"report: {rerender(args.folder)}")
     return 0
@@ -76,17 +77,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if comparison.ok else 1
 
 
-def _names(value: str) -> list[str]:
-    return [name.strip() for name in value.split(",") if name.strip()]
-
-
 def _pairs(args: argparse.Namespace) -> int:
-    from .loading import load_ranker
-    from .pairs import make_pairs
-    from .spec import load_axiom
+    from .models.loading import load_ranker
+    from .pairs.compile import make_pairs
+    from .specs.axiom import load_axiom
 
-    axioms = [load_axiom(name.strip(), args.axiom_folder) for name in args.axioms.split(",")]
-    ranker = load_ranker(args.model)
+    axioms = [load_axiom(name, args.axiom_folder) for name in parse_names(args.axioms)]
+    ranker = load_ranker(args.model, device=args.device, dtype=args.dtype)
     out = Path(args.out)
     for axiom in axioms:
         with _warnings_printed():
@@ -103,6 +100,26 @@ def _pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings_flags(command: argparse.ArgumentParser) -> None:
+    """One flag per audit setting, with the default, type and help that `Settings` declares."""
+    for spec in setting_fields():
+        meta = spec.metadata
+        default = meta["cli_default"]
+        if meta["kind"] is tuple:
+            command.add_argument(f"--{flag_name(spec.name)}", dest=spec.name, type=parse_names,
+                                 default=tuple(default), help=f"{meta['help']} (default: {','.join(default)})")
+        else:
+            kind = meta["kind"] if meta["kind"] in (int, float) else str
+            command.add_argument(f"--{flag_name(spec.name)}", dest=spec.name, type=kind, default=default,
+                                 choices=meta["choices"], help=meta["help"] + (f" (default: {default})" if default is not None else ""))
+
+
+def _model_placement(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", default="cpu", help=f"where the model runs: {DEVICES} (default: cpu; auto picks "
+                         "CUDA, then MPS, then the CPU)")
+    command.add_argument("--dtype", default="float32", choices=DTYPES, help="the model's precision (default: float32)")
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="mechir-axioms", description=__doc__)
     commands = main.add_subparsers(dest="command", required=True)
@@ -110,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--axiom-folder", action="append", default=[], help="an extra folder of axiom specs")
     listing.set_defaults(run=_list)
     pairs = commands.add_parser("pairs", help="compile axioms into token-aligned paired datasets")
-    pairs.add_argument("--axioms", default="TFC1,TDC,LNC1,STMC1,NULL", help="comma-separated axiom names")
+    pairs.add_argument("--axioms", default=",".join(DEFAULT_AXIOMS), help="comma-separated axiom names")
     pairs.add_argument("--model", default=None, help="HF or sentence-transformers id or folder (default: packaged MiniLM)")
     pairs.add_argument("--data", default=None, help=f"JSONL/TSV/Parquet path or irds:ID (default: {SAMPLE_NAME})")
     pairs.add_argument("--n", type=int, default=200, help="pairs per axiom")
@@ -118,27 +135,11 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("--filler", default=None, help="override the baseline filler word")
     pairs.add_argument("--out", default="reports/pairs", help="folder for the saved pair sets")
     pairs.add_argument("--axiom-folder", action="append", default=[], help="an extra folder of axiom specs")
+    _model_placement(pairs)
     pairs.set_defaults(run=_pairs)
     auditing = commands.add_parser("audit", help="audit a ranker on axioms and write an HTML report")
-    auditing.add_argument("--model", default=None, help="HF or sentence-transformers id or folder (default: packaged MiniLM)")
-    auditing.add_argument("--axioms", default=",".join(DEFAULT_AXIOMS), help="comma-separated axiom names")
-    auditing.add_argument("--data", default=None, help=f"JSONL/TSV/Parquet path or irds:ID (default: {SAMPLE_NAME})")
-    auditing.add_argument("--n", type=int, default=200, help="pairs per axiom")
-    auditing.add_argument("--seed", type=int, default=0)
-    auditing.add_argument("--targets", default="heads,blocks", help="heads, blocks or both (comma-separated)")
-    auditing.add_argument(
-        "--method", default="attribution", choices=["attribution", "exact"],
-        help="how heads are patched on every pair (default attribution, a first-order approximation that is 10x "
-        "faster; exact patching of 5 axioms x 200 pairs does not fit 10 minutes on 2 CPU cores); blocks are always exact",
-    )
-    auditing.add_argument("--threshold", type=float, default=0.05, help="effect size a flagged head or cell must exceed")
-    auditing.add_argument("--alpha", type=float, default=0.05, help="Benjamini-Hochberg FDR over all heads (cells)")
-    auditing.add_argument("--tolerance", type=float, default=1e-3, help="score change that counts as a change")
-    auditing.add_argument("--cell-pairs", type=int, default=48,
-                          help="random pairs per axiom on which block cells (component x layer x token region) are patched")
-    auditing.add_argument("--examples", type=int, default=2, help="example pairs per axiom for per-position blocks and attention")
-    auditing.add_argument("--stability", type=int, default=0, help="random query-disjoint half splits for replication")
-    auditing.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    _settings_flags(auditing)
+    _model_placement(auditing)
     auditing.add_argument("--out", default="reports/audit", help="folder for results and report.html")
     auditing.add_argument("--resume", action="store_true", help="continue an interrupted audit in --out")
     auditing.add_argument("--axiom-folder", action="append", default=[], help="an extra folder of axiom specs")
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, KeyError, FileNotFoundError, OSError, ModuleNotFoundError) as error:
+    except (MechirError, ValueError, KeyError, FileNotFoundError, OSError, ModuleNotFoundError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"mechir-axioms: error: {message}", file=sys.stderr)
         return 2

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from .auditing import Audit, load_audit
-from .files import write_atomically
-from .stats import Z_95, wilson
+from .analysis.stats import Z_95, wilson
+from .auditing.result import Audit, load_audit
+from .core.files import write_atomically
 
 
 @dataclass

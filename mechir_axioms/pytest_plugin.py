@@ -1,8 +1,9 @@
 """pytest plugin: audit a ranker's axioms from tests, with assertions that explain themselves.
 
 Registered through the `pytest11` entry point, so installing mechir-axioms enables it. Options:
---mechir-model, --mechir-data, --mechir-n, --mechir-method, --mechir-report. Fixtures: `ranker` and
-`axiom_audit` (a callable, cached per session). Marker: `@pytest.mark.axioms("TFC1", "TDC")` runs a test
+--mechir-model, --mechir-data, --mechir-n, --mechir-method (defaults and help from the audit `Settings`),
+--mechir-device, --mechir-dtype and --mechir-report. Fixtures: `mechir_ranker` and `axiom_audit` (a callable,
+cached per session). Marker: `@pytest.mark.axioms("TFC1", "TDC")` runs a test
 once per axiom with the axiom's name in its `axiom` argument.
 """
 
@@ -16,10 +17,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from .auditing.settings import Settings, setting_fields
+from .core.defaults import DEVICES, DTYPES
+
 if TYPE_CHECKING:  # the heavy imports wait until a test asks for an audit
     import pandas as pd
 
-    from .auditing import Audit
+    from .auditing.result import Audit
 
 DEFAULT_REPORT = "reports/pytest"
 
@@ -112,13 +116,20 @@ def _describe(row: pd.Series, name: str) -> str:
             f"q = {row['q_value']:.2g}{', ' + row['flag'] if row['flag'] else ''}")
 
 
+PLUGIN_SETTINGS = ("model", "data", "n", "method")
+"""The audit settings the plugin offers as --mechir-NAME options; the others keep their defaults."""
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mechir-axioms", "axiomatic audits of neural rankers")
-    group.addoption("--mechir-model", default=None, help="model id or folder to audit (default: packaged MiniLM)")
-    group.addoption("--mechir-data", default=None, help="JSONL/TSV/Parquet path or irds:ID (default: bundled sample)")
-    group.addoption("--mechir-n", type=int, default=200, help="pairs per axiom (default 200)")
-    group.addoption("--mechir-method", default="attribution", choices=["attribution", "exact"],
-                    help="how heads are patched (default attribution, as the CLI)")
+    for spec in setting_fields():
+        if spec.name in PLUGIN_SETTINGS:
+            meta, default = spec.metadata, spec.metadata["cli_default"]
+            group.addoption(f"--mechir-{spec.name}", default=default, type=meta["kind"] if meta["kind"] is int else str,
+                            choices=meta["choices"],
+                            help=meta["help"] + (f" (default: {default})" if default is not None else ""))
+    group.addoption("--mechir-device", default="cpu", help=f"where the model runs: {DEVICES} (default: cpu)")
+    group.addoption("--mechir-dtype", default="float32", choices=DTYPES, help="the model's precision (default: float32)")
     group.addoption("--mechir-report", default=None,
                     help=f"folder for each axiom's audit and report.html (default: {DEFAULT_REPORT} under the rootdir)")
 
@@ -145,31 +156,39 @@ def _report_root(config: pytest.Config) -> Path:
     return Path(given) if given and Path(given).is_absolute() else config.rootpath / (given or DEFAULT_REPORT)
 
 
+def _settings(config: pytest.Config, axiom: str) -> Settings:
+    """The audit settings of one axiom's audit: the plugin's options over the CLI's defaults."""
+    defaults = {spec.name: spec.metadata["cli_default"] for spec in setting_fields()}
+    given = {name: config.getoption(f"mechir_{name}") for name in PLUGIN_SETTINGS}
+    return Settings(**{**defaults, **given, "axioms": (axiom,)})
+
+
 @pytest.fixture(scope="session")
-def ranker(pytestconfig: pytest.Config):
-    """The ranker under audit (--mechir-model), loaded once per session."""
-    from .loading import load_ranker
+def mechir_ranker(pytestconfig: pytest.Config):
+    """The ranker under audit (--mechir-model, on --mechir-device in --mechir-dtype), loaded once per session."""
+    from .models.loading import load_ranker
 
-    return load_ranker(pytestconfig.getoption("mechir_model"))
+    return load_ranker(pytestconfig.getoption("mechir_model"), device=pytestconfig.getoption("mechir_device"),
+                       dtype=pytestconfig.getoption("mechir_dtype"))
 
 
 @pytest.fixture(scope="session")
-def axiom_audit(pytestconfig: pytest.Config, ranker) -> Callable[[str], AxiomResult]:
+def axiom_audit(pytestconfig: pytest.Config, mechir_ranker) -> Callable[[str], AxiomResult]:
     """axiom_audit("TFC1") -> AxiomResult; each axiom is audited once per session and saved with its report."""
     results: dict[str, AxiomResult] = pytestconfig.stash[_RESULTS]
     root = _report_root(pytestconfig)
 
     def run(name: str) -> AxiomResult:
-        from .auditing import audit
+        from .auditing.run import audit
 
         if name not in results:
+            settings = _settings(pytestconfig, name)
             folder = root / name
             if folder.exists():
                 shutil.rmtree(folder)  # a report folder holds this session's audit, never a stale one
-            found = audit(
-                ranker, [name], pytestconfig.getoption("mechir_data"), n=pytestconfig.getoption("mechir_n"),
-                method=pytestconfig.getoption("mechir_method"), folder=folder, progress=False,
-            )
+            options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data")}
+            found = audit(mechir_ranker, [name], settings.data, **{**options, "targets": settings.targets},
+                          folder=folder, progress=False)
             results[name] = AxiomResult(name, found)
         return results[name]
 

@@ -49,7 +49,7 @@ def cross_encoder_path() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
-    from mechir_axioms.loading import default_model_path
+    from mechir_axioms.models.loading import default_model_path
 
     return Path(default_model_path())
 

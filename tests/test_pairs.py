@@ -11,10 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mechir_axioms import PairSet, list_axioms, load_axiom, make_pairs
-from mechir_axioms.align import REGIONS, Aligned, align
-from mechir_axioms.pairs import vocabulary_of
-from mechir_axioms.perturb import Dropped, perturb
-from mechir_axioms.terms import IdfTable, TermContext, query_terms
+from mechir_axioms.models.layout import REGIONS
+from mechir_axioms.pairs.align import Aligned, align
+from mechir_axioms.pairs.compile import vocabulary_of
+from mechir_axioms.perturb.operators import Dropped, Filling, perturb
+from mechir_axioms.perturb.terms import IdfTable, TermContext, query_terms
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_perturbed_tokens_are_the_rankers_own(trec_frame, any_ranker):
     pairs = make_pairs("TFC1", trec_frame, any_ranker, n=8, seed=5)
     frame = pairs.frame
     own = any_ranker.tokenize(list(frame["query"]), list(frame["perturbed"])).tokens
-    stored = pairs.model_input("perturbed").tokens
+    stored = pairs.model_input("perturbed", any_ranker).tokens
     assert torch.equal(own["input_ids"], stored["input_ids"])
 
 
@@ -162,7 +163,7 @@ def test_similar_and_unrelated_terms(trec_frame, minilm):
 def test_bi_encoder_query_target(trec_frame, minilm):
     axiom = load_axiom("TFC1", target="query", term="neutral")
     pairs = make_pairs(axiom, trec_frame, minilm, n=6, seed=1)
-    inputs = pairs.model_input("perturbed")
+    inputs = pairs.model_input("perturbed", minilm)
     assert inputs.query_tokens["input_ids"].shape[1] == int(pairs.tensors["length"].max())
     scored = pairs.score(minilm)
     expected = minilm.score(list(scored["perturbed"]), list(trec_frame.set_index(["qid", "docno"]).loc[
@@ -202,7 +203,8 @@ def _build(ranker, axiom, query, document, seed):
         query, document, IdfTable.from_texts([document, query]), vocabulary_of(ranker), random.Random(seed), "a"
     )
     try:
-        edits = perturb(axiom, document, context, ranker.tokenizer.pad_token)
+        filling = Filling(context, axiom.baseline.fill, ranker.tokenizer.pad_token, axiom.baseline.term)
+        edits = perturb(axiom.perturb.operation, axiom.perturb.params, document, filling)
     except Dropped:
         return None
     return edits, align(ranker, "document", [(query, document, edit) for edit in edits])

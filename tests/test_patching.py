@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mechir_axioms import PatchResult, Variant, load_ranker, make_pairs, patch, patch_variants
-from mechir_axioms.naive import patch_naive
+from mechir_axioms.patching.naive import patch_naive
 
 TOLERANCE = 1e-5
 

@@ -19,9 +19,9 @@ import pytest
 def test_agreement(axiom_audit, axiom):
     axiom_audit(axiom).assert_agreement(at_least=0.99)
 
-def test_cached_per_session(axiom_audit, ranker):
+def test_cached_per_session(axiom_audit, mechir_ranker):
     assert axiom_audit("TFC1") is axiom_audit("TFC1")
-    assert axiom_audit("TFC1").audit.manifest["model"]["name"] == ranker.name
+    assert axiom_audit("TFC1").audit.manifest["model"]["name"] == mechir_ranker.name
 
 def test_heads(axiom_audit):
     axiom_audit("TFC1").assert_heads_flagged(["0.1"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mechir_axioms import SpecError, list_axioms, load_axiom
-from mechir_axioms.spec import PACKAGED_AXIOMS
+from mechir_axioms.specs.axiom import PACKAGED_AXIOMS
 
 CATALOGUE = {"TFC1", "TFC1-START", "TFC2", "TDC", "LNC1", "LNC2", "TF-LNC", "STMC1", "PROX1", "POSITION", "WORD-ORDER", "NULL"}
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mechir_axioms.stats import (
+from mechir_axioms.analysis.stats import (
     benjamini_hochberg, bootstrap_ci, bootstrap_ratio_ci, sign_flip_p, signed_rank_p, threshold_test, wilson,
 )
 

@@ -12,7 +12,7 @@ from transformers import AutoModel
 
 from mechir_axioms import load_audit
 from mechir_axioms.cli import main
-from mechir_axioms.loading import default_model_path
+from mechir_axioms.models.loading import default_model_path
 
 BASELINE = Path(__file__).parent / "baseline" / "TFC1"
 

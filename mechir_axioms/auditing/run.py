@@ -1,0 +1,209 @@
+"""`audit`: build pairs, score them, patch heads and blocks, and turn the effects into flagged findings.
+
+An audit in a folder checkpoints every finished step under `work/` (see checkpoints.py), so an
+interrupted audit continues with `resume=True` and gives results identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..analysis.findings import Changes, behaviour, effects_frame, replication, symmetric_change
+from ..models.loading import load_ranker
+from ..models.rankers import Ranker
+from ..pairs.compile import make_pairs
+from ..pairs.data import DataSource, load_data
+from ..pairs.pairset import PairSet
+from ..patching.api import patch
+from ..patching.plan import BLOCK_COMPONENTS, plan
+from ..patching.result import PatchResult
+from ..specs.axiom import Axiom, load_axiom
+from .checkpoints import Checkpoints
+from .examples import attention_patterns, blocks_frame, example_rows, pair_tokens, top_heads
+from .result import Audit
+from .settings import Settings
+
+CHUNK = 32
+"""Pairs per checkpoint: an interrupted audit loses at most one chunk of patching."""
+DEFAULTS = Settings()
+
+
+def _patch_in_chunks(ranker: Ranker, pairs: PairSet, axiom: str, target: str, method: str, direction: str,
+                     settings: Settings, work: Checkpoints, progress: bool) -> PatchResult:
+    """Patch `target` on every pair in one direction, CHUNK pairs at a time, each chunk checkpointed."""
+    parts = []
+    bar = tqdm(total=len(pairs), desc=f"{axiom} {target} {direction} ({method})", unit="pair", leave=False,
+               disable=not progress)
+    for start in range(0, len(pairs), CHUNK):
+        rows = list(range(start, min(start + CHUNK, len(pairs))))
+        parts.append(work.patched(axiom, f"{target}-{direction}/chunk-{start // CHUNK:04d}", lambda rows=rows: patch(
+            ranker, pairs.take(rows), target, method, batch_size=settings.batch_size, direction=direction,
+            delta=settings.tolerance, progress=False)))
+        bar.update(len(rows))
+    bar.close()
+    first = parts[0]
+    return PatchResult(
+        first.target, first.method, np.concatenate([part.effects for part in parts]), first.dims,
+        np.concatenate([part.receiver_score for part in parts]), np.concatenate([part.donor_score for part in parts]),
+        sum(part.excluded for part in parts), first.delta, first.labels, {**first.provenance, "n_pairs": len(pairs)},
+    )
+
+
+def _both_directions(ranker: Ranker, pairs: PairSet, spec: Axiom, target: str, method: str, settings: Settings,
+                     work: Checkpoints, progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult]:
+    """The symmetric change of every component of `target` (perturbed into baseline and back), and the first run."""
+    denoising, noising = (_patch_in_chunks(ranker, pairs, spec.name, target, method, direction, settings, work, progress)
+                          for direction in ("to_baseline", "to_perturbed"))
+    return symmetric_change(denoising, noising, spec.expect), denoising
+
+
+def _cell_rows(count: int, cell_pairs: int, seed: int) -> list[int]:
+    """A seeded random subset of the pairs (in their order) for block cells; all of them if there are fewer."""
+    if count <= cell_pairs:
+        return list(range(count))
+    return sorted(np.random.default_rng(seed).permutation(count)[:cell_pairs].tolist())
+
+
+def _labels_of_heads(ranker: Ranker) -> list[dict[str, Any]]:
+    """One label per head, in the order patching lays out its effects."""
+    return [{"layer": l, "head": h, "name": f"{l}.{h}"} for (l, h), _ in plan("heads", ranker.n_layers, ranker.n_heads, 0).variants]
+
+
+def _labels_of_cells(ranker: Ranker) -> list[dict[str, Any]]:
+    """One label per block cell, in the order patching lays out its effects."""
+    regions = ranker.regions
+    return [
+        {"component": BLOCK_COMPONENTS[c], "layer": l, "region": regions[r], "name": f"{BLOCK_COMPONENTS[c]}.{l}.{regions[r]}"}
+        for (c, l, r), _ in plan("regions", ranker.n_layers, ranker.n_heads, 0, regions=regions).variants
+    ]
+
+
+def audit(
+    ranker: Ranker | str | None = None,
+    axioms: Sequence[str | Axiom] = DEFAULTS.axioms,
+    data: DataSource = None,
+    n: int = DEFAULTS.n,
+    seed: int = DEFAULTS.seed,
+    targets: Sequence[str] = DEFAULTS.targets,
+    method: str = DEFAULTS.method,
+    *,
+    threshold: float = DEFAULTS.threshold,
+    alpha: float = DEFAULTS.alpha,
+    tolerance: float = DEFAULTS.tolerance,
+    cell_pairs: int = DEFAULTS.cell_pairs,
+    examples: int = DEFAULTS.examples,
+    stability: int = DEFAULTS.stability,
+    batch_size: int = DEFAULTS.batch_size,
+    folder: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Audit:
+    """Audit `ranker` on `axioms`: pairs, scores, patching, statistics; saved to `folder` if given.
+
+    targets: "heads" patches every head's output on every pair, in both directions, with `method`
+    ("exact" or "attribution"). "blocks" patches the residual stream, attention and MLP outputs per layer
+    and token region (the changed span, the rest of the changed text, the other text of a joint input,
+    special tokens) on `cell_pairs` seeded random pairs per axiom, in both directions, always exactly
+    (attribution misjudges the residual stream at the changed span); and per layer and position on the
+    `examples` shortest strongly changed pairs, for the report's plot. A head or cell is flagged `encodes`
+    (`violates`) when the share of the score change it carries is above `threshold` (below -threshold) at
+    Benjamini-Hochberg FDR `alpha` across all heads (cells) of the audit. `tolerance` is the score change
+    below which a pair counts as unchanged; such pairs are left out of patching. `stability=R` adds each
+    flag's replication rate over R random query-disjoint half splits. With `folder`, every finished step
+    is checkpointed; `resume=True` continues an interrupted audit.
+    """
+    names = tuple(axiom.name if isinstance(axiom, Axiom) else str(axiom) for axiom in axioms)
+    settings = Settings(names, None, None, n, seed, tuple(targets), method, threshold, alpha, tolerance,
+                        cell_pairs, examples, stability, batch_size)  # bad settings fail here, before any work
+    specs = [axiom if isinstance(axiom, Axiom) else load_axiom(axiom) for axiom in axioms]
+    _, source = load_data(data)  # bad data fails here, before the model loads
+    if not isinstance(ranker, Ranker):
+        ranker = load_ranker(ranker)
+    settings = replace(settings, axioms=tuple(spec.name for spec in specs), model=ranker.name, data=source)
+    folder = Path(folder) if folder is not None else None
+    work = Checkpoints(folder, settings.describe(), resume)
+    started = time.perf_counter()
+    rows_of_behaviour, pair_frames, provenance, examples_of, pair_sets = [], [], {}, {}, {}
+    head_changes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    cell_changes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    head_qids: dict[str, np.ndarray] = {}
+    cell_qids: dict[str, np.ndarray] = {}
+    blocks = []
+    for spec in tqdm(specs, desc="audit", unit="axiom", disable=not progress):
+        pairs = work.pairs(spec.name, lambda spec=spec: make_pairs(spec, data, ranker, n=n, seed=seed))
+        pair_sets[spec.name] = pairs
+        scored = work.scores(spec.name, lambda pairs=pairs: pairs.score(ranker))
+        rows_of_behaviour.append(behaviour(spec, scored["delta"].to_numpy(), tolerance, seed))
+        pair_frames.append(scored.assign(axiom=spec.name, pair=np.arange(len(scored))))
+        provenance[spec.name] = {**pairs.provenance, "data": source}
+        qids = pairs.frame["qid"].astype(str).to_numpy()
+        if "heads" in targets:
+            head_changes[spec.name], run = _both_directions(ranker, pairs, spec, "heads", method, settings, work, progress)
+            head_qids[spec.name] = qids
+            provenance[spec.name]["excluded"] = {"patching": run.excluded, "delta": tolerance}
+        examples_of[spec.name] = example_rows(scored, pairs.tensors["length"], spec, examples, tolerance)
+        if "blocks" in targets:
+            rows = _cell_rows(len(pairs), cell_pairs, seed)
+            cell_changes[spec.name], run = _both_directions(
+                ranker, pairs.take(rows), spec, "regions", "exact", settings, work, progress)
+            cell_qids[spec.name] = qids[rows]
+            provenance[spec.name]["cells"] = {"pairs": len(rows), "excluded": run.excluded, "delta": tolerance}
+            if examples_of[spec.name]:
+                result = work.patched(spec.name, "blocks", lambda pairs=pairs, rows=examples_of[spec.name]: patch(
+                    ranker, pairs.take(rows), "blocks", "exact", batch_size=batch_size, direction="to_baseline",
+                    delta=tolerance, progress=progress))
+                blocks.append(blocks_frame(spec, result, examples_of[spec.name], ranker, pairs))
+    heads = _findings(head_changes, _labels_of_heads(ranker), head_qids, settings)
+    cells = _findings(cell_changes, _labels_of_cells(ranker), cell_qids, settings)
+    axioms_frame = pd.DataFrame(rows_of_behaviour)
+    for frame, prefix in ((heads, ""), (cells, "cells_")):
+        counts = frame.groupby(["axiom", "flag"]).size() if len(frame) else pd.Series(dtype=int)
+        for flag in ("encodes", "violates"):
+            axioms_frame[prefix + flag] = [int(counts.get((name, flag), 0)) for name in axioms_frame["axiom"]]
+    attention = {}
+    for spec in specs:
+        rows = examples_of[spec.name]
+        if not rows or heads.empty:
+            continue
+        top = top_heads(heads, spec.name)
+        pairs = pair_sets[spec.name]
+        baseline, perturbed = pair_tokens(ranker, pairs, rows[0])
+        patterns = attention_patterns(ranker, pairs, rows[0], [(h["layer"], h["head"]) for h in top])
+        attention[spec.name] = {"pair": rows[0], "tokens": perturbed, "baseline_tokens": baseline,
+                                "heads": [{**h, "pattern": p} for h, p in zip(top, patterns)]}
+    manifest = {
+        "package": "mechir-axioms",
+        "package_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "settings": settings.describe(),
+        "model": {"name": ranker.name, "kind": ranker.kind, "layers": ranker.n_layers, "heads": ranker.n_heads,
+                  "device": str(ranker.device), "dtype": str(ranker.dtype).removeprefix("torch.")},
+        "axioms": provenance,
+        "examples": examples_of,
+        "command": settings.command(),
+        "environment": {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()},
+    }
+    result = Audit(axioms_frame, heads, cells, pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(),
+                   pd.concat(pair_frames, ignore_index=True), attention, manifest)
+    if folder is not None:
+        result.save(folder)
+    return result
+
+
+def _findings(changes: Changes, labels: list[dict[str, Any]], qids: dict[str, np.ndarray], settings: Settings) -> pd.DataFrame:
+    """The statistics frame of one kind of component, with replication rates when asked for."""
+    frame = effects_frame(changes, labels, settings.threshold, settings.alpha, settings.seed)
+    replication(frame, changes, qids, settings.stability, settings.alpha, settings.threshold, settings.seed)
+    return frame

@@ -1,0 +1,19 @@
+"""Names and defaults that several layers and the light-weight interfaces (CLI parser, pytest options) share.
+
+They live here, below everything, so that building the CLI's parser or registering the pytest plugin's
+options imports neither torch nor transformers, and each fact still has one source.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+"""The name the packaged default ranker (the `default-model` extra) goes by."""
+DEFAULT_AXIOMS = ("TFC1", "TDC", "LNC1", "STMC1", "NULL")
+"""What an audit covers unless told otherwise: four behaviours and the NULL calibration control."""
+SAMPLE_NAME = "bundled TREC DL 2019/2020 sample"
+"""The name of the bundled data used when no data is given."""
+PATCHING_METHODS = ("exact", "attribution")
+"""How components are patched: exact re-runs, or the first-order attribution estimate."""
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+DTYPES = ("float32", "bfloat16", "float16")
+"""Precisions a ranker may run in; float32 is the default and the one parity is tested in."""

@@ -1,0 +1,27 @@
+"""One family of errors for user mistakes: each is one sentence naming the file, field or value at fault.
+
+The CLI prints a `MechirError` as that sentence with exit code 2; any other exception is a bug and keeps
+its traceback. Each subclass is also a ValueError, so code written against the older errors still works.
+"""
+
+from __future__ import annotations
+
+
+class MechirError(Exception):
+    """A user mistake (a bad spec, data file, model folder or setting), told in one sentence."""
+
+
+class SpecError(MechirError, ValueError):
+    """An invalid axiom spec: names the file, the field, the bad value and what is allowed."""
+
+
+class DataError(MechirError, ValueError):
+    """Data that cannot be used: names the source and what is wrong with it."""
+
+
+class ModelError(MechirError, ValueError):
+    """A model that cannot be loaded or used as a ranker: names the model and what is wrong."""
+
+
+class SettingsError(MechirError, ValueError):
+    """An invalid setting or argument: names it, its value and what is allowed."""

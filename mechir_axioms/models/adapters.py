@@ -1,0 +1,173 @@
+"""One small adapter per architecture family: where the canonical activations live in the HF module tree.
+
+Each adapter returns a `Stack` (embedding plus one `Block` per layer) for an encoder (or T5 decoder);
+`Stack.sites(prefix)` turns it into TransformerLens-style names such as `blocks.3.attn.hook_z`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..core.errors import ModelError
+from .hooks import Site
+from .names import act_name
+
+class UnsupportedArchitecture(ModelError):
+    """The model's family has no adapter."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """The modules of one transformer layer that carry the canonical activations."""
+
+    layer: nn.Module  # resid_pre is its input, resid_post its output
+    attn_proj: nn.Module  # attention output projection: hook_z is its input, hook_attn_out its output
+    mlp_out: nn.Module  # its output is hook_mlp_out (before the residual add / LayerNorm)
+    pattern: Site  # where the softmaxed attention weights appear
+    cross_attn_proj: nn.Module | None = None  # T5 decoder cross-attention projection
+    cross_pattern: Site | None = None
+
+
+@dataclass(frozen=True)
+class Stack:
+    """An encoder (or decoder) as the patching engine sees it."""
+
+    embed: nn.Module  # token embedding lookup: hook_embed is its output
+    blocks: list[Block]
+    n_heads: int
+    d_head: int
+    container: nn.ModuleList  # the HF ModuleList holding the layers (patching swaps early layers for replays)
+    scope: nn.Module | None = None  # set when `embed` is shared with another stack (T5)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    def sites(self, prefix: str = "") -> dict[str, Site]:
+        """Canonical name -> Site for this stack, every name starting with `prefix`."""
+        sites = {act_name("embed", prefix=prefix): Site(self.embed, "output", scope=self.scope)}
+        for index, block in enumerate(self.blocks):
+            def name(site: str, cross: bool = False, index: int = index) -> str:
+                return act_name(site, index, prefix, cross)
+
+            sites[name("resid_pre")] = Site(block.layer, "input")
+            sites[name("z")] = Site(block.attn_proj, "input", n_heads=self.n_heads)
+            sites[name("pattern")] = block.pattern
+            sites[name("attn_out")] = Site(block.attn_proj, "output")
+            if block.cross_attn_proj is not None and block.cross_pattern is not None:
+                sites[name("z", cross=True)] = Site(block.cross_attn_proj, "input", n_heads=self.n_heads)
+                sites[name("pattern", cross=True)] = block.cross_pattern
+                sites[name("cross_attn_out")] = Site(block.cross_attn_proj, "output")
+            sites[name("mlp_out")] = Site(block.mlp_out, "output")
+            sites[name("resid_post")] = Site(block.layer, "output")
+        return sites
+
+
+def _heads(config) -> tuple[int, int]:
+    n_heads = getattr(config, "num_attention_heads", None) or config.n_heads
+    d_head = getattr(config, "d_kv", None) or config.hidden_size // n_heads
+    return n_heads, d_head
+
+
+def _bert_like(base: nn.Module) -> Stack:
+    """BERT, ELECTRA and RoBERTa share one module layout."""
+    blocks = [
+        Block(
+            layer=layer,
+            attn_proj=layer.attention.output.dense,
+            mlp_out=layer.output.dense,
+            pattern=Site(layer.attention.self, "pattern"),
+        )
+        for layer in base.encoder.layer
+    ]
+    return Stack(base.embeddings.word_embeddings, blocks, *_heads(base.config), base.encoder.layer)
+
+
+def _distilbert(base: nn.Module) -> Stack:
+    blocks = [
+        Block(
+            layer=layer,
+            attn_proj=layer.attention.out_lin,
+            mlp_out=layer.ffn,
+            pattern=Site(layer.attention, "pattern"),
+        )
+        for layer in base.transformer.layer
+    ]
+    return Stack(base.embeddings.word_embeddings, blocks, *_heads(base.config), base.transformer.layer)
+
+
+def _mpnet(base: nn.Module) -> Stack:
+    """MPNet computes attention inline; its attention-probability dropout is where the pattern shows."""
+    blocks = [
+        Block(
+            layer=layer,
+            attn_proj=layer.attention.attn.o,
+            mlp_out=layer.output.dense,
+            pattern=Site(layer.attention.attn.dropout, "output"),
+        )
+        for layer in base.encoder.layer
+    ]
+    return Stack(base.embeddings.word_embeddings, blocks, *_heads(base.config), base.encoder.layer)
+
+
+def _modernbert(base: nn.Module) -> Stack:
+    blocks = [
+        Block(layer=layer, attn_proj=layer.attn.Wo, mlp_out=layer.mlp, pattern=Site(layer.attn, "pattern"))
+        for layer in base.layers
+    ]
+    return Stack(base.embeddings.tok_embeddings, blocks, *_heads(base.config), base.layers)
+
+
+def t5_stack(stack: nn.Module) -> Stack:
+    """A T5 encoder or decoder stack (the token embedding is shared, so it is scoped to this stack)."""
+    blocks = []
+    for block in stack.block:
+        self_attn = block.layer[0].SelfAttention
+        cross = block.layer[1].EncDecAttention if stack.is_decoder else None
+        blocks.append(
+            Block(
+                layer=block,
+                attn_proj=self_attn.o,
+                mlp_out=block.layer[-1].DenseReluDense,
+                pattern=Site(self_attn, "pattern"),
+                cross_attn_proj=cross.o if cross is not None else None,
+                cross_pattern=Site(cross, "pattern") if cross is not None else None,
+            )
+        )
+    return Stack(stack.embed_tokens, blocks, *_heads(stack.config), stack.block, scope=stack)
+
+
+ADAPTERS: dict[str, Callable[[nn.Module], Stack]] = {
+    "bert": _bert_like,
+    "distilbert": _distilbert,
+    "electra": _bert_like,
+    "roberta": _bert_like,
+    "mpnet": _mpnet,
+    "modernbert": _modernbert,
+    "t5": lambda base: t5_stack(base.encoder),
+}
+"""The one adapter registry: a HF `model_type` -> the Stack of its base model. A new family is one entry."""
+
+
+def supported_families() -> tuple[str, ...]:
+    """The architecture families that have an adapter, in registry order."""
+    return tuple(ADAPTERS)
+
+
+def check_supported(model_type: str, source: str) -> None:
+    """Raise one sentence naming an unsupported family and listing the supported ones."""
+    if model_type not in ADAPTERS:
+        raise UnsupportedArchitecture(
+            f"{source}: architecture {model_type!r} is not supported; "
+            f"supported architectures are {', '.join(ADAPTERS)}."
+        )
+
+
+def encoder_stack(base: nn.Module) -> Stack:
+    """The Stack of an encoder-only base model (BertModel, ModernBertModel, ...) or of T5's encoder."""
+    model_type = base.config.model_type
+    check_supported(model_type, type(base).__name__)
+    return ADAPTERS[model_type](base)

@@ -1,0 +1,14 @@
+"""Ranker kinds: one `Ranker` subclass per kind, each registered once by its `kind` name.
+
+A new kind is one module with one subclass decorated by `register_kind`; loading, alignment, scoring and
+patching ask the ranker, never branch on its kind.
+"""
+
+from __future__ import annotations
+
+from .base import RANKER_KINDS, ModelInput, Ranker, register_kind
+from .bi import BiEncoder
+from .cross import CrossEncoder
+from .t5 import MonoT5
+
+__all__ = ["RANKER_KINDS", "BiEncoder", "CrossEncoder", "ModelInput", "MonoT5", "Ranker", "register_kind"]

@@ -1,0 +1,267 @@
+"""The Ranker base class: a real Hugging Face model with canonical hook points, and the kind registry.
+
+Every ranker tokenizes pairs into a `ModelInput`, places it on the model's device, runs one real HF forward
+pass per batch with hooks attached by canonical name, and turns the output into one score per pair.
+Everything that differs between kinds (the input layout, which side a pair changes, what both inputs of a
+pair share) is a method here that each kind overrides.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+from transformers import BatchEncoding, PreTrainedTokenizerBase
+
+from ...core.errors import SettingsError
+from ..adapters import Stack
+from ..hooks import Hooks, Site, caching_hooks, hook_items, use_hooked_attention
+from ..layout import REGIONS, Layout
+
+Side = Literal["document", "query"]
+
+
+@dataclass
+class ModelInput:
+    """Tokenized pairs. `tokens` is the hooked sequence: the document side of a bi-encoder, else the joint input."""
+
+    tokens: BatchEncoding
+    query_tokens: BatchEncoding | None = None
+    truncated: int = 0  # how many texts were cut at max_length
+
+    def __len__(self) -> int:
+        return int(self.tokens["input_ids"].shape[0])
+
+    def to(self, device: torch.device) -> ModelInput:
+        """The same input with every tensor on `device` (a no-op for tensors already there)."""
+        query = self.query_tokens.to(device) if self.query_tokens is not None else None
+        return ModelInput(self.tokens.to(device), query, self.truncated)
+
+    def rows(self, index: torch.Tensor) -> ModelInput:
+        """The rows `index` of the hooked sequence (the unchanged side, a bi-encoder's query, is not hooked)."""
+        return ModelInput(type(self.tokens)({key: value[index] for key, value in self.tokens.items()}))
+
+
+def check_pairs(queries: Sequence[str], documents: Sequence[str]) -> None:
+    """Raise ValueError unless queries and documents are equally long, non-empty lists of strings."""
+    for label, texts in (("queries", queries), ("documents", documents)):
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise SettingsError(f"{label} must be a list of strings, got {type(texts).__name__}")
+        if len(texts) == 0:
+            raise SettingsError(f"{label} is empty; give at least one query-document pair")
+        bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+        if bad is not None:
+            raise SettingsError(f"{label}[{bad}] is {type(texts[bad]).__name__}, not a string")
+    if len(queries) != len(documents):
+        raise SettingsError(
+            f"got {len(queries)} queries and {len(documents)} documents; they must pair up one to one"
+        )
+
+
+def count_truncated(encoding: BatchEncoding) -> int:
+    """How many sequences of a truncating fast-tokenizer call lost tokens."""
+    return sum(bool(item.overflowing) for item in encoding.encodings or [])
+
+
+class Ranker(ABC):
+    """A neural ranker with TransformerLens-style hook points over its real Hugging Face model."""
+
+    kind: ClassVar[str]
+    options: ClassVar[frozenset[str]] = frozenset({"max_length", "batch_size", "device", "dtype"})
+    """The keyword options `load_ranker` accepts for this kind."""
+    regions: ClassVar[tuple[str, ...]] = REGIONS
+    """The token regions this kind's hooked sequence has (see models.layout.REGIONS)."""
+    patchable_sides: ClassVar[tuple[str, ...]] = ("document", "query")
+    """Which side of a pair may be perturbed when the pairs are patched."""
+
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        batch_size: int = 32,
+    ):
+        self.name = name
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        use_hooked_attention(self.model)
+        self.stack = self._stack()
+        self.sites: dict[str, Site] = self._sites()
+
+    # --- what each kind defines -------------------------------------------------------------
+    @abstractmethod
+    def _stack(self) -> Stack:
+        """The stack that patching addresses (the encoder of the hooked sequence)."""
+
+    def _sites(self) -> dict[str, Site]:
+        return self.stack.sites()
+
+    @abstractmethod
+    def tokenize(self, queries: Sequence[str], documents: Sequence[str]) -> ModelInput:
+        """Tokenize pairs with dynamic padding and the original model's truncation."""
+
+    @abstractmethod
+    def forward(self, inputs: ModelInput, hooks: Hooks | None = None, context: Any = None) -> torch.Tensor:
+        """One forward pass over a tokenized batch with hooks attached; returns one score per pair.
+
+        `context` is what `context(inputs)` computed once for inputs that share their unchanged side."""
+
+    @abstractmethod
+    def layout(self, target: str, query: str, document: str, changed: str) -> Layout:
+        """How one input is tokenized when `target` ("document" or "query") reads `changed`."""
+
+    @classmethod
+    @abstractmethod
+    def claims(cls, config: Any, is_sentence_transformers: bool) -> bool:
+        """Is a model with this config (and sentence-transformers set-up, or not) a ranker of this kind?"""
+
+    @classmethod
+    @abstractmethod
+    def load_model(cls, source: str, **load: Any) -> nn.Module:
+        """The Hugging Face model of this kind from a folder or Hub id."""
+
+    def unchanged_side(self, target: str, items: Sequence[tuple[str, str]]) -> BatchEncoding | None:
+        """The separately encoded side that a pair does not change (a bi-encoder's query), or None."""
+        return None
+
+    def batch(self, changed: BatchEncoding, other: BatchEncoding | None, target: str) -> ModelInput:
+        """A model input from the changed sequence (and the unchanged side, if separate), on the ranker's device."""
+        return self.place(ModelInput(changed))
+
+    def context(self, inputs: ModelInput, target: str = "document") -> Any:
+        """What inputs that differ only on their `target` side can reuse between forward passes (None: nothing)."""
+        return None
+
+    def check_side(self, target: str) -> None:
+        """Raise unless pairs that change `target` can be patched on this kind."""
+        if target not in self.patchable_sides:
+            raise SettingsError(
+                f"patching a {self.kind} ranker's {target} side is not supported; build pairs with target = "
+                f"{' or '.join(repr(side) for side in self.patchable_sides)}"
+            )
+
+    # --- placement --------------------------------------------------------------------------------
+    def place(self, inputs: ModelInput) -> ModelInput:
+        """The one way a model input reaches the model: every tensor moved to the ranker's device."""
+        return inputs.to(self.device)
+
+    def place_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor (a mask, an index, a region map) on the ranker's device."""
+        return tensor.to(self.device)
+
+    # --- shared behaviour ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def n_layers(self) -> int:
+        return self.stack.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.stack.n_heads
+
+    @property
+    def d_head(self) -> int:
+        return self.stack.d_head
+
+    @property
+    def hook_names(self) -> list[str]:
+        """Every canonical hook name this ranker exposes."""
+        return list(self.sites)
+
+    def _encode(self, *texts: Sequence[str], truncation: bool | str = True) -> BatchEncoding:
+        return self.tokenizer(
+            *texts,
+            padding=True,
+            truncation=truncation,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+
+    def score(self, queries: Sequence[str], documents: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
+        """Score query-document pairs, batched by similar length with padding to each batch's longest input."""
+        check_pairs(queries, documents)
+        size = batch_size or self.batch_size
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i]) + len(documents[i]))
+        scores = torch.empty(len(queries))
+        truncated = 0
+        with torch.inference_mode():
+            for start in range(0, len(order), size):
+                chunk = order[start : start + size]
+                inputs = self.tokenize([queries[i] for i in chunk], [documents[i] for i in chunk])
+                truncated += inputs.truncated
+                scores[chunk] = self.forward(inputs).float().cpu()
+        self._warn_truncated(truncated, len(queries))
+        return scores
+
+    def run_with_hooks(
+        self, queries: Sequence[str], documents: Sequence[str], hooks: Hooks, **options: Any
+    ) -> torch.Tensor:
+        """Score one batch while hooks read or replace activations by canonical name."""
+        inputs = self._tokenize_checked(queries, documents)
+        with torch.no_grad():
+            return self.forward(inputs, hooks, **options)
+
+    def run_with_cache(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[str],
+        names: Sequence[str] | None = None,
+        hooks: Hooks | None = None,
+        **options: Any,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Score one batch and return (scores, {name: activation}); all hook points when names is None."""
+        inputs = self._tokenize_checked(queries, documents)
+        cache: dict[str, torch.Tensor] = {}
+        wanted = list(self.sites) if names is None else list(names)
+        with torch.no_grad():
+            scores = self.forward(inputs, hook_items(hooks) + caching_hooks(wanted, cache), **options)
+        return scores, cache
+
+    def _tokenize_checked(self, queries: Sequence[str], documents: Sequence[str]) -> ModelInput:
+        check_pairs(queries, documents)
+        inputs = self.tokenize(queries, documents)
+        self._warn_truncated(inputs.truncated, len(inputs))
+        return inputs
+
+    def _warn_truncated(self, truncated: int, total: int) -> None:
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {total} inputs were longer than {self.max_length} tokens and were truncated, "
+                f"as {self.name} truncates them",
+                stacklevel=3,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, layers={self.n_layers}, heads={self.n_heads}, "
+            f"max_length={self.max_length}, device={self.device}, dtype={self.dtype})"
+        )
+
+
+RANKER_KINDS: dict[str, type[Ranker]] = {}
+"""The one ranker-kind registry: kind name -> Ranker subclass, in registration order."""
+
+
+def register_kind(cls: type[Ranker]) -> type[Ranker]:
+    """Class decorator: make a Ranker subclass loadable by its `kind`."""
+    if cls.kind in RANKER_KINDS:
+        raise ValueError(f"ranker kind {cls.kind!r} is registered twice")
+    RANKER_KINDS[cls.kind] = cls
+    return cls
+
+

@@ -1,0 +1,199 @@
+"""`make_pairs`: compile an axiom into a token-aligned paired dataset (a PairSet) for one ranker."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..core.errors import SettingsError
+from ..models.layout import PADDING_REGION
+from ..models.rankers import Ranker
+from ..perturb.operators import Dropped, Filling, perturb
+from ..perturb.terms import TermContext, Vocabulary, query_terms, resolve_idf, words
+from ..specs.axiom import Axiom, load_axiom
+from .align import Aligned, align
+from .data import DataSource, data_hash, load_data
+from .pairset import FRAME_COLUMNS, PairSet
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
+def _tensors(aligned: list[Aligned], pad_id: int) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for which in ("baseline", "perturbed", "other"):
+        parts = [getattr(pair, which) for pair in aligned]
+        if parts[0] is None:
+            continue
+        for key in parts[0]:
+            tensors[f"{which}_{key}"] = _pad([part[key] for part in parts], pad_id if key == "input_ids" else 0)
+        if which == "other":
+            tensors["other_length"] = torch.tensor([len(part["input_ids"]) for part in parts])
+    tensors["length"] = torch.tensor([len(pair.perturbed["input_ids"]) for pair in aligned])
+    tensors["region"] = _pad([pair.regions for pair in aligned], PADDING_REGION)
+    return tensors
+
+
+def _quotas(sizes: pd.Series, n: int) -> dict[Any, int]:
+    """Proportional allocation of n over strata (largest remainder), capped by each stratum's size."""
+    total = int(sizes.sum())
+    exact = {key: n * int(size) / total for key, size in sizes.items()}
+    quotas = {key: min(int(value), int(sizes[key])) for key, value in exact.items()}
+    for key in sorted(exact, key=lambda key: (-(exact[key] - int(exact[key])), str(key))):
+        if sum(quotas.values()) >= min(n, total):
+            break
+        if quotas[key] < sizes[key]:
+            quotas[key] += 1
+    return quotas
+
+
+def _selected(frame: pd.DataFrame, axiom: Axiom, dropped: Counter) -> pd.DataFrame:
+    select = axiom.select
+    keep = pd.Series(True, index=frame.index)
+    checks = [
+        (
+            "relevance not in select.relevance",
+            ~frame["relevance"].isin(select.relevance) if select.relevance is not None else ~keep,
+        ),
+        (
+            f"fewer than {select.min_query_terms} query terms",
+            frame["query"].map(lambda query: len(query_terms(query)) < select.min_query_terms),
+        ),
+        (
+            "document length outside select bounds",
+            frame["text"].map(lambda text: not select.min_document_words <= len(words(text)) <= select.max_document_words),
+        ),
+    ]
+    for reason, failed in checks:
+        failed = failed & keep
+        if failed.any():
+            dropped[reason] += int(failed.sum())
+        keep &= ~failed
+    return frame[keep]
+
+
+def vocabulary_of(ranker: Ranker) -> Vocabulary:
+    """The ranker's word-level vocabulary view, built once per ranker."""
+    if not hasattr(ranker, "_vocabulary"):
+        ranker._vocabulary = Vocabulary(ranker.tokenizer, ranker.stack.embed.weight)
+    return ranker._vocabulary
+
+
+def make_pairs(
+    axiom: Axiom | str,
+    data: DataSource = None,
+    ranker: Ranker | None = None,
+    n: int = 200,
+    seed: int = 0,
+    stratify: str | None = "relevance",
+    idf: Any = None,
+    filler: str | None = None,
+) -> PairSet:
+    """Compile `axiom` into n verified pairs for `ranker`'s tokenizer (ladder axioms give one row per rung).
+
+    data: a DataFrame, a JSONL/TSV/Parquet path, "irds:ID", or None for the bundled TREC DL sample.
+    idf: None (the data's own passages), "irds:ID", a text file, or a list of texts.
+    """
+    from ..models.loading import load_ranker
+
+    if isinstance(axiom, str):
+        axiom = load_axiom(axiom)
+    if filler is not None:
+        axiom = axiom(filler=filler)
+    if n < 1:
+        raise SettingsError(f"n={n} is not valid; ask for at least one pair")
+    ranker = ranker or load_ranker()
+    frame, source = load_data(data)
+    if stratify is not None and stratify not in frame.columns:
+        raise ValueError(f"stratify={stratify!r} is not a column of {source}; columns are {', '.join(frame.columns)}")
+    idf_table = resolve_idf(idf, list(dict.fromkeys(frame["text"])))
+    vocabulary = vocabulary_of(ranker)
+    target = axiom.perturb.target
+    dropped: Counter[str] = Counter()
+    candidates = _selected(frame, axiom, dropped)
+    strata = candidates.groupby(stratify, sort=True) if stratify else [(None, candidates)]
+    sizes = pd.Series({key: len(group) for key, group in strata}, dtype=int)
+    quotas = _quotas(sizes, n) if len(candidates) else {}
+    rows: list[dict[str, Any]] = []
+    kept: list[Aligned] = []
+    pad_token = ranker.tokenizer.pad_token
+    for key, group in strata:
+        order = list(group.index)
+        random.Random(f"{seed}:{key}").shuffle(order)
+        accepted, cursor = 0, 0
+        while accepted < quotas.get(key, 0) and cursor < len(order):
+            chunk = order[cursor : cursor + max(16, 2 * (quotas[key] - accepted))]
+            cursor += len(chunk)
+            built = []
+            for index in chunk:
+                row = group.loc[index]
+                context = TermContext(
+                    row["query"], row["text"], idf_table, vocabulary,
+                    random.Random(f"{seed}:{row['qid']}:{row['docno']}"), axiom.baseline.filler,
+                )
+                try:
+                    filling = Filling(context, axiom.baseline.fill, pad_token, axiom.baseline.term)
+                    edits = perturb(axiom.perturb.operation, axiom.perturb.params,
+                                    row["query"] if target == "query" else row["text"], filling)
+                except Dropped as reason:
+                    dropped[str(reason)] += 1
+                    continue
+                built.append((row, edits))
+            flat = [(row["query"], row["text"], edit) for row, edits in built for edit in edits]
+            results = iter(align(ranker, target, flat))
+            for row, edits in built:
+                outcome = [next(results) for _ in edits]
+                failure = next((item for item in outcome if isinstance(item, Dropped)), None)
+                if failure is not None:
+                    dropped[str(failure)] += 1
+                    continue
+                if accepted == quotas[key]:
+                    continue
+                accepted += 1
+                for edit, pair in zip(edits, outcome):
+                    kept.append(pair)
+                    rows.append(
+                        {
+                            "qid": row["qid"], "docno": row["docno"], "relevance": int(row["relevance"]),
+                            "query": row["query"], "baseline": pair.baseline_text or edit.baseline, "perturbed": edit.perturbed,
+                            "span_start": pair.span[0], "span_end": pair.span[1], "term": edit.term, "rung": edit.rung,
+                        }
+                    )
+    if not kept:
+        raise ValueError(
+            f"{axiom.name}: no pair of {source} could be built for {ranker.name}; dropped: {dict(dropped) or 'none'}"
+        )
+    built_pairs = len({(row["qid"], row["docno"]) for row in rows})
+    if built_pairs < n:
+        warnings.warn(f"{axiom.name}: built {built_pairs} of {n} requested pairs from {source}", stacklevel=2)
+    provenance = {
+        "axiom": axiom.name,
+        "spec": axiom.raw,
+        "spec_hash": axiom.spec_hash,
+        "expect": axiom.expect,
+        "target": target,
+        "data": source,
+        "data_hash": data_hash(frame),
+        "model": ranker.name,
+        "ranker_kind": ranker.kind,
+        "tokenizer": ranker.tokenizer.name_or_path,
+        "max_length": ranker.max_length,
+        "filler": axiom.baseline.filler,
+        "seed": seed,
+        "n_requested": n,
+        "n_built": built_pairs,
+        "stratify": stratify,
+        "idf": "data" if idf is None else (str(idf) if isinstance(idf, (str, Path)) else "given texts"),
+        "dropped": dict(sorted(dropped.items())),
+        "package_version": __version__,
+    }
+    return PairSet(pd.DataFrame(rows, columns=FRAME_COLUMNS), _tensors(kept, ranker.tokenizer.pad_token_id), provenance)

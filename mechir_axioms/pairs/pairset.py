@@ -1,0 +1,109 @@
+"""PairSet: a compiled paired dataset as a tidy frame, its token tensors and its provenance."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from transformers import BatchEncoding
+
+from ..core.files import write_atomically
+from ..models.rankers import ModelInput, Ranker
+from .align import KEYS
+
+FRAME_COLUMNS = ["qid", "docno", "relevance", "query", "baseline", "perturbed", "span_start", "span_end", "term", "rung"]
+Which = Literal["baseline", "perturbed"]
+
+
+@dataclass
+class PairSet:
+    """A paired dataset: a tidy frame (one row per pair), its token tensors, and provenance.
+
+    tensors hold, padded on the right, `{baseline,perturbed}_{input_ids,attention_mask[,token_type_ids]}`
+    for the changed sequence and, for bi-encoders, `other_*` for the unchanged side, plus `length` and
+    `region` (each token's index into align.REGIONS, -1 for padding).
+    """
+
+    frame: pd.DataFrame
+    tensors: dict[str, torch.Tensor]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Why candidate pairs were dropped, with counts."""
+        return self.provenance.get("dropped", {})
+
+    def take(self, rows: Iterable[int]) -> PairSet:
+        """The pairs at `rows`, in that order, with the same provenance."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        tensors = {key: value[index] for key, value in self.tensors.items()}
+        return PairSet(self.frame.iloc[index.tolist()].reset_index(drop=True), tensors, dict(self.provenance))
+
+    def _batch(self, prefix: str, rows: torch.Tensor, length: int) -> BatchEncoding:
+        return BatchEncoding(
+            {key: self.tensors[f"{prefix}_{key}"][rows, :length] for key in KEYS if f"{prefix}_{key}" in self.tensors}
+        )
+
+    @property
+    def target(self) -> str:
+        """Which side of each pair is changed: "document" or "query"."""
+        return self.provenance.get("target", "document")
+
+    def model_input(self, which: Which, ranker: Ranker, rows: Iterable[int] | None = None) -> ModelInput:
+        """The baseline or perturbed input of some rows, padded to their longest, laid out by `ranker` and on
+        its device, ready for `ranker.forward`."""
+        if which not in ("baseline", "perturbed"):
+            raise ValueError(f"which={which!r} is not valid; use 'baseline' or 'perturbed'")
+        index = torch.arange(len(self)) if rows is None else torch.as_tensor(list(rows), dtype=torch.long)
+        changed = self._batch(which, index, int(self.tensors["length"][index].max()))
+        other = None
+        if "other_input_ids" in self.tensors:
+            other = self._batch("other", index, int(self.tensors["other_length"][index].max()))
+        return ranker.batch(changed, other, self.target)
+
+    def score(self, ranker: Ranker, batch_size: int = 32) -> pd.DataFrame:
+        """The frame with `baseline_score`, `perturbed_score` and `delta` (perturbed - baseline) added."""
+        scores: dict[str, list[torch.Tensor]] = {"baseline": [], "perturbed": []}
+        with torch.inference_mode():
+            for start in range(0, len(self), batch_size):
+                rows = range(start, min(start + batch_size, len(self)))
+                context = self.shared_context(ranker, rows)
+                for which in scores:
+                    inputs = self.model_input(which, ranker, rows)
+                    scores[which].append(ranker.forward(inputs, context=context).double().cpu())
+        baseline, perturbed = (torch.cat(scores[which]).numpy() for which in ("baseline", "perturbed"))
+        return self.frame.assign(baseline_score=baseline, perturbed_score=perturbed, delta=perturbed - baseline)
+
+    def shared_context(self, ranker: Ranker, rows: Iterable[int]) -> Any:
+        """What a pair's two inputs share, computed once for `rows` (a bi-encoder's query embeddings when the
+        document changes; None when nothing is shared)."""
+        return ranker.context(self.model_input("baseline", ranker, rows), self.target)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write frame.parquet, tensors.pt and provenance.json into `folder` (each written atomically)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(folder / "frame.parquet", lambda path: self.frame.to_parquet(path, index=False))
+        write_atomically(folder / "tensors.pt", lambda path: torch.save(self.tensors, path))
+        write_atomically(folder / "provenance.json", lambda path: path.write_text(json.dumps(self.provenance, indent=2)))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> PairSet:
+        folder = Path(folder)
+        missing = [name for name in ("frame.parquet", "tensors.pt", "provenance.json") if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder} is not a saved PairSet: missing {', '.join(missing)}")
+        return cls(
+            pd.read_parquet(folder / "frame.parquet"),
+            torch.load(folder / "tensors.pt"),
+            json.loads((folder / "provenance.json").read_text()),
+        )

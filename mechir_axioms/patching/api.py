@@ -1,0 +1,139 @@
+"""`patch` and `patch_variants`: activation patching over a PairSet, exact (batched) or by attribution.
+
+For each pair, the receiving run (by default the lower-scoring input) is re-run with one component
+replaced by the donor run's activation; the effect is (patched - receiver) / (donor - receiver).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..core.errors import SettingsError
+from ..models.rankers import Ranker
+from ..pairs.pairset import PairSet
+from .attribution import attribution_batch
+from .exact import exact_batch
+from .plan import DEFAULT_DELTA, DIRECTIONS, METHODS, Plan, Variant, plan, variants_plan
+from .result import PatchResult, included
+from .runs import clean_runs
+
+
+def patch(
+    ranker: Ranker,
+    pairs: PairSet,
+    target: str = "heads",
+    method: str = "exact",
+    batch_size: int = 32,
+    direction: str = "to_low",
+    delta: float = DEFAULT_DELTA,
+    heads: list[tuple[int, int]] | None = None,
+    progress: bool = True,
+) -> PatchResult:
+    """Patch every component of `target` for every pair; see PatchResult for the metric and shapes.
+
+    target: "blocks" (resid_pre, attn_out, mlp_out x layer x position), "regions" (the same components x layer
+    x token region: every position of the changed span, the rest of the changed text, the other text of a
+    joint input, or the special tokens and prompt words, at once), "heads" (each head's hook_z at all
+    positions), "heads_by_pos" (the given `heads` x position) or "mlp" (each layer's mlp_out).
+    method="exact" re-runs the model (batched, reusing cached layers); method="attribution" is a first-order
+    approximation from one forward and one backward pass per batch of pairs: (donor - receiver) x gradient.
+    direction: "to_low" (default, as in Chen et al. 2024 for TFC1: patch the higher-scoring run into the
+    lower), "to_baseline" or "to_perturbed" (fixed receivers). batch_size bounds sequences per forward pass.
+    """
+    width = int(pairs.tensors["length"].max())
+    the_plan = plan(target, ranker.n_layers, ranker.n_heads, width, heads, ranker.regions)
+    return _patch(ranker, pairs, the_plan, target, method, batch_size, direction, delta, progress)
+
+
+def patch_variants(
+    ranker: Ranker,
+    pairs: PairSet,
+    variants: list[Variant],
+    method: str = "exact",
+    batch_size: int = 32,
+    direction: str = "to_low",
+    delta: float = DEFAULT_DELTA,
+    progress: bool = False,
+) -> PatchResult:
+    """Patch a hand-picked list of components; effects have shape [pair, variant]."""
+    unknown = sorted({variant.site for variant in variants} - set(ranker.stack.sites()))
+    if unknown:
+        raise SettingsError(f"unknown hook name(s) {unknown} for patching")
+    the_plan = variants_plan(variants)
+    return _patch(ranker, pairs, the_plan, "variants", method, batch_size, direction, delta, progress)
+
+
+def _count_runs(the_plan: Plan, lengths: torch.Tensor) -> int:
+    return sum(
+        sum(1 for _, variant in the_plan.variants if variant.position is None or variant.position < int(length))
+        for length in lengths
+    )
+
+
+def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: str, batch_size: int,
+           direction: str, delta: float, progress: bool) -> PatchResult:
+    if method not in METHODS:
+        raise SettingsError(f"method={method!r} is not valid; use one of {', '.join(METHODS)}")
+    if direction not in DIRECTIONS:
+        raise SettingsError(f"direction={direction!r} is not valid; use one of {', '.join(DIRECTIONS)}")
+    if batch_size < 1:
+        raise SettingsError(f"batch_size={batch_size} is not valid; use a positive number of sequences")
+    ranker.check_side(pairs.target)
+    if pairs.provenance.get("tokenizer") not in (None, ranker.tokenizer.name_or_path):
+        raise SettingsError(
+            f"these pairs were tokenized for {pairs.provenance['tokenizer']}, not {ranker.tokenizer.name_or_path}"
+        )
+    lengths = pairs.tensors["length"]
+    names = sorted({variant.site for _, variant in the_plan.variants})
+    effects = np.full((len(pairs), *the_plan.shape), np.nan)
+    receiver_score = np.zeros(len(pairs))
+    donor_score = np.zeros(len(pairs))
+    exact = method == "exact"
+    bar = tqdm(total=_count_runs(the_plan, lengths) if exact else len(pairs), desc=f"patching {target} ({method})",
+               unit="run" if exact else "pair", disable=not progress, leave=False)
+    order = torch.argsort(lengths, stable=True).tolist()  # batches of similar length waste little padding
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            rows = order[start : start + batch_size]
+            runs = clean_runs(ranker, pairs, rows, names, direction)
+            receiver_score[rows] = runs.receiver_score.double().cpu().numpy()
+            donor_score[rows] = runs.donor_score.double().cpu().numpy()
+            keep = included(donor_score[rows], receiver_score[rows], delta)
+            if not exact:
+                attribution_batch(ranker, runs, names, the_plan, effects, rows, lengths[rows])
+                effects[[row for row, kept in zip(rows, keep) if not kept]] = np.nan
+                bar.update(len(rows))
+                continue
+            work = [
+                (pair, position, variant)
+                for pair in range(len(rows))
+                for position, variant in the_plan.variants
+                if variant.position is None or variant.position < int(lengths[rows[pair]])
+            ]
+            skipped = [item for item in work if not keep[item[0]]]
+            bar.update(len(skipped))
+            exact_batch(ranker, runs, [item for item in work if keep[item[0]]], batch_size, effects, rows, bar)
+    bar.close()
+    kept = included(donor_score, receiver_score, delta)
+    return PatchResult(
+        target=target,
+        method=method,
+        effects=effects,
+        dims=the_plan.dims,
+        receiver_score=receiver_score,
+        donor_score=donor_score,
+        excluded=int((~kept).sum()),
+        delta=delta,
+        labels=the_plan.labels,
+        provenance={
+            **{key: pairs.provenance.get(key) for key in ("axiom", "spec_hash", "data_hash", "seed", "filler")},
+            "model": ranker.name,
+            "direction": direction,
+            "batch_size": batch_size,
+            "n_pairs": len(pairs),
+            "package_version": __version__,
+        },
+    )

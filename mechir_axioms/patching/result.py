@@ -1,0 +1,104 @@
+"""`PatchResult`: per-pair patching effects as an array, a tidy frame, and provenance; saved to disk."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.files import write_atomically
+
+
+def included(donor: Any, receiver: Any, delta: float) -> Any:
+    """The inclusion rule, in one place: a pair is patched only if |donor - receiver| >= delta, since the
+    metric's denominator is noise below that. Works on floats, NumPy arrays and torch tensors alike."""
+    return abs(donor - receiver) >= delta
+
+
+@dataclass
+class PatchResult:
+    """Effects of patching one target over a PairSet.
+
+    effects has shape [pair, ...dims[1:]], one row per PairSet row in order; excluded pairs are NaN rows.
+    The metric is (patched - receiver) / (donor - receiver): 0 is the receiving run's score, 1 the donor's.
+    """
+
+    target: str
+    method: str
+    effects: np.ndarray
+    dims: tuple[str, ...]
+    receiver_score: np.ndarray
+    donor_score: np.ndarray
+    excluded: int
+    delta: float
+    labels: dict[str, list[Any]] = field(default_factory=dict)  # e.g. component names, chosen heads
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def high(self) -> np.ndarray:
+        """The higher of each pair's two scores."""
+        return np.maximum(self.receiver_score, self.donor_score)
+
+    @property
+    def low(self) -> np.ndarray:
+        return np.minimum(self.receiver_score, self.donor_score)
+
+    @property
+    def included(self) -> np.ndarray:
+        """Which pairs were patched (the rest had |donor - receiver| < delta)."""
+        return included(self.donor_score, self.receiver_score, self.delta)
+
+    def mean(self) -> np.ndarray:
+        """Mean effect over included pairs, ignoring positions a pair does not have."""
+        return np.nanmean(self.effects[self.included], axis=0)
+
+    def frame(self) -> pd.DataFrame:
+        """Tidy frame: one row per (pair, component) with its effect; labelled dims use their labels."""
+        index = np.indices(self.effects.shape).reshape(len(self.dims), -1)
+        columns = {}
+        for axis, name in enumerate(self.dims):
+            values = index[axis]
+            if name in self.labels:
+                values = np.asarray(self.labels[name], dtype=object)[values]
+            columns[name] = values
+        columns["effect"] = self.effects.reshape(-1)
+        frame = pd.DataFrame(columns)
+        return frame[~np.isnan(frame["effect"].to_numpy(dtype=float))].reset_index(drop=True)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write effects.npz and result.json into `folder`, each atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        def save_arrays(path: Path) -> None:
+            with path.open("wb") as handle:  # a handle, so numpy adds no second .npz suffix
+                np.savez(handle, effects=self.effects, receiver_score=self.receiver_score, donor_score=self.donor_score)
+
+        write_atomically(folder / "effects.npz", save_arrays)
+        meta = {
+            "target": self.target,
+            "method": self.method,
+            "dims": list(self.dims),
+            "excluded": self.excluded,
+            "delta": self.delta,
+            "labels": self.labels,
+            "provenance": self.provenance,
+        }
+        write_atomically(folder / "result.json", lambda path: path.write_text(json.dumps(meta, indent=2, default=str)))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> PatchResult:
+        folder = Path(folder)
+        if not (folder / "effects.npz").is_file() or not (folder / "result.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a saved PatchResult: it needs effects.npz and result.json")
+        meta = json.loads((folder / "result.json").read_text())
+        arrays = np.load(folder / "effects.npz")
+        labels = {key: [tuple(v) if isinstance(v, list) else v for v in values] for key, values in meta["labels"].items()}
+        return cls(
+            meta["target"], meta["method"], arrays["effects"], tuple(meta["dims"]), arrays["receiver_score"],
+            arrays["donor_score"], meta["excluded"], meta["delta"], labels, meta["provenance"],
+        )

@@ -1,0 +1,146 @@
+"""The two clean runs of a batch of pairs (receiver and donor, with cached activations), and the replay of
+cached early layers that lets a patch at layer l skip recomputing layers 0..l-1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.errors import SettingsError
+from ..models.hooks import caching_hooks
+from ..models.rankers import ModelInput, Ranker
+from ..pairs.pairset import PairSet
+from .plan import receiver_is_baseline
+
+
+@contextmanager
+def layer_outputs(ranker: Ranker) -> Iterator[list[Any]]:
+    """Record each layer's raw output (tensor or tuple) during a forward pass."""
+    outputs: list[Any] = [None] * ranker.n_layers
+    handles = [
+        block.layer.register_forward_hook(lambda module, args, output, i=i: outputs.__setitem__(i, output))
+        for i, block in enumerate(ranker.stack.blocks)
+    ]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _select(batch: int, choose: torch.Tensor, first: Any, second: Any) -> Any:
+    """Per row, `first` where choose is True else `second`, through tuples; tensors not batched pass as is."""
+    if isinstance(first, tuple):
+        return tuple(_select(batch, choose, a, b) for a, b in zip(first, second))
+    if isinstance(first, torch.Tensor) and first.dim() > 0 and first.shape[0] == batch:
+        return torch.where(choose.view((batch,) + (1,) * (first.dim() - 1)), first, second)
+    return first
+
+
+def batch_rows(batch: int, value: Any, index: torch.Tensor) -> Any:
+    """Index the batch dimension of a (possibly nested) cached value."""
+    if isinstance(value, tuple):
+        return tuple(batch_rows(batch, item, index) for item in value)
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
+        return value[index]
+    return value
+
+
+@dataclass
+class Runs:
+    """Receiver and donor of a batch of pairs: inputs, scores, activations and the receiver's layer outputs,
+    all on the ranker's device."""
+
+    receiver: ModelInput
+    receiver_score: torch.Tensor
+    donor_score: torch.Tensor
+    donor_cache: dict[str, torch.Tensor]
+    receiver_cache: dict[str, torch.Tensor]
+    layer_outputs: list[Any]
+    context: Any  # what both inputs share (a bi-encoder's query embeddings), or None
+    regions: torch.Tensor  # [pair, pos]: each token's index into models.layout.REGIONS, -1 for padding
+
+    @property
+    def size(self) -> int:
+        return len(self.receiver_score)
+
+
+def _select_input(choose: torch.Tensor, first: ModelInput, second: ModelInput) -> ModelInput:
+    def pick(a, b):
+        return type(a)({key: torch.where(choose.view(-1, 1), a[key], b[key]) for key in a.keys()})
+
+    return ModelInput(pick(first.tokens, second.tokens), first.query_tokens)
+
+
+def clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str], direction: str) -> Runs:
+    """Run both inputs of `rows` once, caching `names` and each layer's output, and pick receiver and donor."""
+    baseline, perturbed = pairs.model_input("baseline", ranker, rows), pairs.model_input("perturbed", ranker, rows)
+    context = ranker.context(baseline, pairs.target)
+    runs = {}
+    for which, inputs in (("baseline", baseline), ("perturbed", perturbed)):
+        cache: dict[str, torch.Tensor] = {}
+        with layer_outputs(ranker) as outputs:
+            score = ranker.forward(inputs, caching_hooks(names, cache), context=context)
+        runs[which] = (score, cache, list(outputs))
+    (b_score, b_cache, b_out), (p_score, p_cache, p_out) = runs["baseline"], runs["perturbed"]
+    to_baseline = receiver_is_baseline(direction, b_score, p_score)
+    batch = len(rows)
+
+    def pick(first: Any, second: Any) -> Any:
+        return _select(batch, to_baseline, first, second)
+
+    return Runs(
+        receiver=_select_input(to_baseline, baseline, perturbed),
+        receiver_score=pick(b_score, p_score),
+        donor_score=pick(p_score, b_score),
+        donor_cache={name: pick(p_cache[name], b_cache[name]) for name in names},
+        receiver_cache={name: pick(b_cache[name], p_cache[name]) for name in names},
+        layer_outputs=[pick(b, p) for b, p in zip(b_out, p_out)],
+        context=context,
+        regions=ranker.place_tensor(region_rows(pairs, rows)),
+    )
+
+
+def region_rows(pairs: PairSet, rows: list[int]) -> torch.Tensor:
+    """The region map [row, pos] of some pairs, cut to their longest input (on the host, as stored)."""
+    if "region" not in pairs.tensors:
+        raise SettingsError("these pairs have no token regions (saved by an older version); build them again")
+    return pairs.tensors["region"][rows, : int(pairs.tensors["length"][rows].max())]
+
+
+class _Replay(nn.Module):
+    """Stands in for a layer whose output is already known: returns it without computing anything."""
+
+    def __init__(self, original: nn.Module, output: Any):
+        super().__init__()
+        self.__dict__["_original"] = original
+        self.__dict__["_output"] = output
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._output
+
+    def __getattr__(self, name: str) -> Any:  # the encoder loop may read layer attributes (attention_type)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_original"], name)
+
+
+@contextmanager
+def replaying(ranker: Ranker, upto: int, outputs: list[Any]) -> Iterator[None]:
+    """Swap layers 0..upto-1 for replays of `outputs` for the duration of a forward pass."""
+    container = ranker.stack.container
+    originals = [container[i] for i in range(upto)]
+    try:
+        for i in range(upto):
+            container[i] = _Replay(originals[i], outputs[i])
+        yield
+    finally:
+        for i, original in enumerate(originals):
+            container[i] = original

@@ -1,0 +1,226 @@
+"""Render an `Audit` as one self-contained HTML file: inline CSS, SVG, canvas and JS; nothing fetched."""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from ..analysis.findings import strongest_first
+from ..core.errors import SpecError
+from ..specs.axiom import Axiom, parse_axiom
+
+
+class Audit(Protocol):
+    """What the report reads of an audit: its frames, attention examples and manifest (audit.result.Audit)."""
+
+    axioms: pd.DataFrame
+    heads: pd.DataFrame
+    cells: pd.DataFrame
+    blocks: pd.DataFrame
+    pairs: pd.DataFrame
+    attention: dict[str, Any]
+    manifest: dict[str, Any]
+
+CELL = 22
+FLAGGED_SHOWN = 12
+
+
+def _pvalue(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
+
+
+def _environment() -> Environment:
+    environment = Environment(
+        loader=PackageLoader("mechir_axioms.report", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        undefined=StrictUndefined,
+    )
+    environment.filters["pvalue"] = _pvalue
+    return environment
+
+
+def _fill(value: float, scale: float) -> str:
+    """Diverging colour: red for effects the axiom expects, blue for effects against it."""
+    if math.isnan(value):
+        return "#f0f0f0"
+    t = max(-1.0, min(1.0, value / scale))
+    fade = round(255 * (1 - abs(t)))
+    return f"rgb(255,{fade},{fade})" if t >= 0 else f"rgb({fade},{fade},255)"
+
+
+def _grid(rows: pd.DataFrame, columns: list[str], column_of: Callable[[Any], int], describe: Callable[[Any], str],
+          scale: float, cell_width: int = CELL, groups: Sequence[tuple[str, int, int]] = ()) -> dict[str, Any]:
+    """An SVG heatmap, one row per layer: cells coloured by effect, flagged ones outlined, a title to hover.
+
+    column_of(row) gives a row's column; `groups` are (label, first column, last column) spans above them.
+    """
+    layers = int(rows["layer"].max()) + 1
+    left, top = 56, 22 + (14 if groups else 0)
+    cells = [
+        {
+            "x": left + column_of(row) * cell_width, "y": top + int(row.layer) * CELL, "w": cell_width - 2, "h": CELL - 2,
+            "fill": _fill(row.effect, scale), "flag": row.flag,
+            "title": (f"{describe(row)}: effect {row.effect:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
+                      f"q = {_pvalue(row.q_value)}" + (f", {row.flag}" if row.flag else "")),
+        }
+        for row in rows.itertuples()
+    ]
+    return {
+        "cells": cells, "width": left + len(columns) * cell_width + 8, "height": top + layers * CELL + 8,
+        "row_labels": [{"x": left - 6, "y": top + layer * CELL + CELL / 2 + 3, "text": f"layer {layer}"} for layer in range(layers)],
+        "column_labels": [{"x": left + (index + 0.5) * cell_width - 1, "y": top - 8, "text": text} for index, text in enumerate(columns)],
+        "group_labels": [{"x": left + (first + last + 1) * cell_width / 2, "y": 12, "text": text} for text, first, last in groups],
+    }
+
+
+def _heads_grid(heads: pd.DataFrame, scale: float) -> dict[str, Any]:
+    count = int(heads["head"].max()) + 1
+    return _grid(heads, [str(head) for head in range(count)], lambda row: int(row.head),
+                 lambda row: f"layer {row.layer}, head {row.head}", scale)
+
+
+def region_names(target: str) -> dict[str, str]:
+    """Short column labels of the token regions, for pairs that change the `target` text."""
+    other = "query" if target == "document" else "doc"
+    return {"span": "span", "text": "doc" if target == "document" else "query", "other": other, "markup": "special"}
+
+
+def _cells_grid(cells: pd.DataFrame, target: str, scale: float) -> dict[str, Any]:
+    """Columns: for each component (resid_pre, attn_out, mlp_out) its regions, a blank column between."""
+    components = list(dict.fromkeys(cells["component"]))
+    regions = list(dict.fromkeys(cells["region"]))
+    names = region_names(target)
+    width = len(regions) + 1
+    columns = [(names[regions[index]] if index < len(regions) else "") for _ in components for index in range(width)][:-1]
+    groups = [(component, c * width, c * width + len(regions) - 1) for c, component in enumerate(components)]
+    return _grid(cells, columns, lambda row: components.index(row.component) * width + regions.index(row.region),
+                 lambda row: f"{row.component}, layer {row.layer}, {names[row.region]} tokens", scale, 2 * CELL, groups)
+
+
+def _changed(tokens: list[str], baseline: list[str]) -> list[bool]:
+    return [a != b for a, b in zip(tokens, baseline)]
+
+
+def _none_for_nan(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[None if math.isnan(v) else round(float(v), 4) for v in row] for row in matrix]
+
+
+def _scale(effects: np.ndarray) -> float:
+    """The colour scale of a heatmap: the 99th percentile of |effect|, so one extreme cell does not wash it out."""
+    finite = np.abs(effects[~np.isnan(effects)])
+    return float(max(np.quantile(finite, 0.99), 1e-6)) if len(finite) else 1.0
+
+
+def _blocks(audit: Audit, axiom: str, plot_data: dict[str, Any]) -> list[dict[str, Any]]:
+    if audit.blocks.empty:
+        return []
+    sections = []
+    frame = audit.blocks[audit.blocks["axiom"] == axiom]
+    pairs = audit.pairs[audit.pairs["axiom"] == axiom].set_index("pair")
+    for example, cells in frame.groupby("example", sort=True):
+        key = f"{axiom}-{example}"
+        layers = int(cells["layer"].max()) + 1
+        first = cells[(cells["component"] == cells["component"].iloc[0]) & (cells["layer"] == 0)].sort_values("position")
+        tokens, baseline = first["token"].tolist(), first["baseline_token"].tolist()
+        components = list(dict.fromkeys(cells["component"]))
+        plot_data["blocks"][key] = {
+            "tokens": tokens, "baseline": baseline, "changed": _changed(tokens, baseline),
+            "scale": _scale(cells["effect"].to_numpy(dtype=float)),
+            "components": {
+                component: _none_for_nan(
+                    cells[cells["component"] == component].pivot(index="layer", columns="position", values="effect")
+                    .reindex(range(layers)).to_numpy(dtype=float)
+                )
+                for component in components
+            },
+        }
+        pair = pairs.loc[int(cells["pair"].iloc[0])]
+        sections.append({"key": key, "components": components, "qid": pair["qid"], "docno": pair["docno"],
+                         "delta": float(pair["delta"]), "scale": plot_data["blocks"][key]["scale"]})
+    return sections
+
+
+def _attention(audit: Audit, axiom: str, plot_data: dict[str, Any]) -> dict[str, Any] | None:
+    example = audit.attention.get(axiom)
+    if not example or not example["heads"]:
+        return None
+    plot_data["attention"][axiom] = {
+        "tokens": example["tokens"], "changed": _changed(example["tokens"], example["baseline_tokens"]),
+        "heads": [{"pattern": head["pattern"]} for head in example["heads"]],
+    }
+    return {"heads": example["heads"], "flagged": any(head["flag"] for head in example["heads"])}
+
+
+def saved_spec(manifest: dict[str, Any], axiom: str) -> Axiom | None:
+    """The spec an axiom was audited with, from the text saved in the manifest (None if none was saved)."""
+    raw = manifest.get("axioms", {}).get(axiom, {}).get("spec")
+    if not raw:
+        return None
+    try:
+        return parse_axiom(raw, f"the spec of {axiom} saved with the audit")
+    except SpecError:  # saved by a version whose spec fields differ: describe the axiom by its frames alone
+        return None
+
+
+def _flagged(rows: pd.DataFrame) -> pd.DataFrame:
+    return strongest_first(rows[rows["flag"] != ""])
+
+
+def render(audit: Audit) -> str:
+    """The report's HTML for an audit (in memory or loaded from disk); each axiom is described by the spec
+    text saved with the audit, never by whatever spec of that name the catalogue holds today."""
+    settings, model = audit.manifest["settings"], audit.manifest["model"]
+    scale = _scale(audit.heads["effect"].to_numpy(dtype=float))
+    cell_scale = _scale(audit.cells["effect"].to_numpy(dtype=float))
+    plot_data: dict[str, Any] = {"blocks": {}, "attention": {}}
+    sections = []
+    for row in audit.axioms.itertuples():
+        spec = saved_spec(audit.manifest, row.axiom)
+        description, citation = (spec.description, spec.citation) if spec else ("", "")
+        masked = spec is not None and spec.baseline.fill == "mask"
+        heads = audit.heads[audit.heads["axiom"] == row.axiom]
+        cells = audit.cells[audit.cells["axiom"] == row.axiom]
+        target = audit.manifest["axioms"][row.axiom].get("target", "document")
+        flagged, flagged_cells = _flagged(heads), _flagged(cells)
+        sections.append({
+            "axiom": row.axiom, "title": row.title, "description": description, "citation": citation, "masked": masked,
+            "heads": _heads_grid(heads, scale) if len(heads) else None,
+            "flagged": flagged.head(FLAGGED_SHOWN).to_dict("records"),
+            "more_flagged": max(0, len(flagged) - FLAGGED_SHOWN),
+            "cells": _cells_grid(cells, target, cell_scale) if len(cells) else None,
+            "cell_pairs": int(cells["n"].iloc[0]) if len(cells) else 0,
+            "flagged_cells": [{**cell, "region": region_names(target)[cell["region"]]}
+                              for cell in flagged_cells.head(FLAGGED_SHOWN).to_dict("records")],
+            "more_flagged_cells": max(0, len(flagged_cells) - FLAGGED_SHOWN),
+            "blocks": _blocks(audit, row.axiom, plot_data),
+            "attention": _attention(audit, row.axiom, plot_data),
+        })
+    provenance = []
+    for name, info in audit.manifest["axioms"].items():
+        excluded, cells = info.get("excluded"), info.get("cells")
+        provenance.append({
+            "axiom": name, "spec_hash": info.get("spec_hash", "")[:12], "data_hash": info.get("data_hash", "")[:12],
+            "filler": info.get("filler"), "n_built": info.get("n_built"), "n_requested": info.get("n_requested"),
+            "excluded": (f"{excluded['patching']} with |perturbed - baseline| < {excluded['delta']}" if excluded else "not patched"),
+            "cells": (f"{cells['pairs']} random pairs, {cells['excluded']} of them excluded" if cells else "not patched"),
+            "dropped": ", ".join(f"{reason}: {count}" for reason, count in info.get("dropped", {}).items()) or "none",
+        })
+    package = resources.files("mechir_axioms.report") / "templates"
+    data = json.dumps(plot_data, separators=(",", ":")).replace("<", "\\u003c")
+    return _environment().get_template("report.html.j2").render(
+        axioms=audit.axioms.to_dict("records"), sections=sections, settings=settings, model=model,
+        manifest=audit.manifest, provenance=provenance, scale=scale, cell_scale=cell_scale,
+        n_tests=int(audit.heads["p_value"].notna().sum()), n_cell_tests=int(audit.cells["p_value"].notna().sum()),
+        css=Markup((package / "report.css").read_text()), js=Markup((package / "report.js").read_text()),
+        plot_data=Markup(data),
+    )
