@@ -70,7 +70,9 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from .comparing import compare
 
-    comparison = compare(args.old, args.new, args.max_agreement_drop, args.min_head_map_correlation, args.max_lost_flags)
+    comparison = compare(args.old, args.new, args.max_agreement_drop, args.min_head_map_correlation, args.max_lost_flags,
+                         allow_different_models=args.allow_different_models,
+                         allow_different_specs=args.allow_different_specs)
     print(comparison.table())
     if args.junit_xml:
         print(f"junit: {comparison.to_junit(args.junit_xml)}")
@@ -155,6 +157,10 @@ def parser() -> argparse.ArgumentParser:
                            help="smallest allowed Spearman correlation of the head-effect maps")
     comparing.add_argument("--max-lost-flags", type=int, default=0,
                            help="how many flagged heads may lose their flag (default 0)")
+    comparing.add_argument("--allow-different-models", action="store_true",
+                           help="compare audits of rankers of different kinds (refused by default)")
+    comparing.add_argument("--allow-different-specs", action="store_true",
+                           help="compare an axiom audited with different specs under one name (refused by default)")
     comparing.add_argument("--junit-xml", default=None, help="also write the comparison as JUnit XML here")
     comparing.set_defaults(run=_compare)
     return main
@@ -164,9 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (MechirError, ValueError, KeyError, FileNotFoundError, OSError, ModuleNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"mechir-axioms: error: {message}", file=sys.stderr)
+    except (MechirError, OSError) as error:  # a user's mistake, or the file system's: one sentence, exit 2
+        print(f"mechir-axioms: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,7 @@ from scipy import stats
 
 from .analysis.stats import Z_95, wilson
 from .auditing.result import Audit, load_audit
+from .core.errors import SettingsError
 from .core.files import write_atomically
 
 
@@ -148,23 +149,56 @@ def _settings_differ(old: Audit, new: Audit) -> list[str]:
     return [f"{key} {before.get(key)!r} vs {after.get(key)!r}" for key in keys if before.get(key) != after.get(key)]
 
 
+def _identity_differs(old: Audit, new: Audit, allow_different_models: bool, allow_different_specs: bool) -> list[str]:
+    """What makes two audits incomparable beyond their settings: the data's content, the ranker's kind,
+    an axiom audited under one name with different specs (each allowed only where the caller says so)."""
+    problems = []
+    before, after = old.manifest.get("data_hash"), new.manifest.get("data_hash")
+    if before and after and before != after:
+        problems.append(f"the data differ in content (hash {before} vs {after})")
+    kinds = old.manifest["model"].get("kind"), new.manifest["model"].get("kind")
+    if kinds[0] != kinds[1] and not allow_different_models:
+        problems.append(f"the rankers are of different kinds ({kinds[0]} vs {kinds[1]}); pass --allow-different-models "
+                        "(allow_different_models=True) to compare them anyway")
+    if not allow_different_specs:
+        for name in old.axioms["axiom"]:
+            hashes = [audit.manifest["axioms"].get(name, {}).get("spec_hash") for audit in (old, new)]
+            if all(hashes) and hashes[0] != hashes[1]:
+                problems.append(f"{name} was audited with different specs (hash {hashes[0]} vs {hashes[1]}); pass "
+                                "--allow-different-specs (allow_different_specs=True) to compare them anyway")
+    return problems
+
+
+def describe_model(audit: Audit) -> str:
+    """One line naming an audit's ranker: name, kind and weights digest."""
+    model = audit.manifest["model"]
+    digest = f", weights {model['weights_digest']}" if model.get("weights_digest") else ""
+    return f"{model['name']} ({model.get('kind', '?')}{digest})"
+
+
 def compare(old: Audit | str | Path, new: Audit | str | Path, max_agreement_drop: float = 0.05,
-            min_head_map_correlation: float = 0.8, max_lost_flags: int = 0) -> Comparison:
+            min_head_map_correlation: float = 0.8, max_lost_flags: int = 0, *, allow_different_models: bool = False,
+            allow_different_specs: bool = False) -> Comparison:
     """Compare two saved audits (folders or `Audit`s) axiom by axiom, over the axioms of the old audit.
 
     An axiom fails when its agreement falls by more than max_agreement_drop, its head-effect map's Spearman
     correlation is below min_head_map_correlation, or more than max_lost_flags heads lose their flag.
+    Audits of different data, settings, ranker kinds or specs under one name are refused (the last two
+    unless allowed).
     """
     old_audit = old if isinstance(old, Audit) else load_audit(old)
     new_audit = new if isinstance(new, Audit) else load_audit(new)
     differ = _settings_differ(old_audit, new_audit)
     if differ:
-        raise ValueError(f"the audits were run with different settings ({'; '.join(differ)}); rerun one to match")
+        raise SettingsError(f"the audits were run with different settings ({'; '.join(differ)}); rerun one to match")
+    problems = _identity_differs(old_audit, new_audit, allow_different_models, allow_different_specs)
+    if problems:
+        raise SettingsError(f"cannot compare {old} with {new}: {'; '.join(problems)}")
     rows = [
         _compare_axiom(name, old_audit, new_audit, max_agreement_drop, min_head_map_correlation, max_lost_flags)
         for name in old_audit.axioms["axiom"]
     ]
-    label = lambda audit, given: str(audit.folder or given)  # noqa: E731
+    label = lambda audit, given: f"{audit.folder or given}: {describe_model(audit)}"  # noqa: E731
     return Comparison(label(old_audit, old), label(new_audit, new), rows, max_agreement_drop,
                       min_head_map_correlation, max_lost_flags)
 

@@ -9,6 +9,7 @@ once per axiom with the axiom's name in its `axiom` argument.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -180,19 +181,50 @@ def axiom_audit(pytestconfig: pytest.Config, mechir_ranker) -> Callable[[str], A
 
     def run(name: str) -> AxiomResult:
         from .auditing.run import audit
+        from .specs.axiom import load_axiom
 
+        __tracebackhide__ = True
         if name not in results:
+            _check_name(name)
             settings = _settings(pytestconfig, name)
+            load_axiom(name)  # an unknown axiom fails here, before any file is touched
             folder = root / name
-            if folder.exists():
-                shutil.rmtree(folder)  # a report folder holds this session's audit, never a stale one
+            _clear_own_folder(folder)
             options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data")}
             found = audit(mechir_ranker, [name], settings.data, **{**options, "targets": settings.targets},
                           folder=folder, progress=False)
+            (folder / PLUGIN_MARK).write_text("written by the mechir-axioms pytest plugin; it may replace this folder\n")
             results[name] = AxiomResult(name, found)
         return results[name]
 
     return run
+
+
+PLUGIN_MARK = ".mechir-pytest"
+"""Marks an audit folder the plugin wrote: the only kind of folder it will ever replace."""
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def _check_name(name: object) -> None:
+    """An axiom name is a plain name: no path separators, no '..', nothing absolute."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise pytest.UsageError(
+            f"axiom_audit({name!r}): an axiom name is letters, digits and . _ + - without '..' or path separators "
+            "(see `mechir-axioms list`)")
+
+
+def _clear_own_folder(folder: Path) -> None:
+    """Remove this session's stale audit of an axiom, but only a folder the plugin itself wrote."""
+    if not folder.exists():
+        return
+    own = (folder / PLUGIN_MARK).is_file() and (folder / "manifest.json").is_file()
+    if own:
+        shutil.rmtree(folder)
+    elif folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    else:
+        raise pytest.UsageError(
+            f"{folder} holds files the mechir-axioms plugin did not write; move them or choose another --mechir-report")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

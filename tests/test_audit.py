@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mechir_axioms import audit, load_audit, load_ranker
+from mechir_axioms import Variant, audit, load_audit, load_axiom, load_ranker, make_pairs, patch_variants
 from mechir_axioms.cli import main
+from mechir_axioms.models.layout import REGIONS
 
 TINY_TOLERANCE = 1e-7  # random tiny models move their scores by ~1e-5, far below a trained model's 1e-3
 HEAD_COLUMNS = ["axiom", "layer", "head", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag"]
@@ -70,34 +71,79 @@ def test_block_cells_start_where_the_change_is(tiny_audit, tiny):
             delta = tiny_audit.pairs.loc[tiny_audit.pairs["axiom"] == axiom, "delta"].to_numpy()
             delta = delta[np.abs(delta) >= TINY_TOLERANCE]
             assert rows.loc["span", "effect"] == pytest.approx(delta.sum() / np.abs(delta).sum(), abs=1e-9)
-    counts = cells[cells["flag"] == "encodes"].groupby("axiom").size()
-    for row in tiny_audit.axioms.itertuples():
-        assert row.cells_encodes == counts.get(row.axiom, 0)
+    for flag in ("encodes", "violates"):
+        counts = cells[cells["flag"] == flag].groupby("axiom").size()
+        for row in tiny_audit.axioms.itertuples():
+            assert getattr(row, "cells_" + flag) == counts.get(row.axiom, 0), (row.axiom, flag)
+    assert tiny_audit.axioms.set_index("axiom").loc["TFC1", "cells_encodes"] > 0  # so the counts above compare something
 
 
-def test_flags_follow_the_q_values_and_the_sign(tiny_audit):
-    heads = tiny_audit.heads
-    significant = heads["q_value"] <= 0.05
-    assert (heads.loc[heads["flag"] == "encodes", "effect"] > 0).all()
-    assert (heads.loc[heads["flag"] == "violates", "effect"] < 0).all()
-    assert ((heads["flag"] != "") == significant).all()
-    counts = heads[heads["flag"] == "encodes"].groupby("axiom").size()
-    for row in tiny_audit.axioms.itertuples():
-        assert row.encodes == counts.get(row.axiom, 0)
+@pytest.fixture(scope="module")
+def mirrored_audit(tiny_double):
+    """The tiny audit's heads again, with TFC1 expecting the opposite (a decrease): the same pairs and p-values."""
+    return audit(tiny_double, [load_axiom("TFC1", expect="decrease"), "LNC1"], n=24, seed=3, targets=("heads",),
+                 method="exact", examples=0, tolerance=TINY_TOLERANCE, progress=False)
 
 
-def test_resid_pre_at_layer_zero_carries_the_whole_change(tiny_audit):
-    """Patching the changed tokens' embeddings moves the score all the way: the blocks plot's sanity anchor."""
+def _check_flags(result, flag: str) -> None:
+    """Flags are exactly the significant heads, `flag` heads exist, their effects have its sign, and the
+    per-axiom counts in the axioms frame agree with the heads frame."""
+    heads = result.heads
+    assert ((heads["flag"] != "") == (heads["q_value"] <= 0.05)).all()
+    assert (heads["flag"] == flag).any(), f"no head is flagged {flag!r}: the sign checks would pass on nothing"
+    assert (heads.loc[heads["flag"] == "encodes", "effect"] > 0.05).all()
+    assert (heads.loc[heads["flag"] == "violates", "effect"] < -0.05).all()
+    for kind in ("encodes", "violates"):
+        counts = heads[heads["flag"] == kind].groupby("axiom").size()
+        for row in result.axioms.itertuples():
+            assert getattr(row, kind) == counts.get(row.axiom, 0), (row.axiom, kind)
+
+
+def test_flags_follow_the_q_values_and_the_sign(tiny_audit, mirrored_audit):
+    _check_flags(tiny_audit, "encodes")
+    _check_flags(mirrored_audit, "violates")
+    # expecting the opposite negates every effect and swaps encodes and violates, with the same p- and q-values
+    original, mirrored = tiny_audit.heads, mirrored_audit.heads
+    tfc1 = (original["axiom"] == "TFC1").to_numpy()
+    assert np.allclose(mirrored["effect"][tfc1], -original["effect"][tfc1], atol=1e-12)
+    assert np.allclose(mirrored["effect"][~tfc1], original["effect"][~tfc1], atol=1e-12)
+    assert np.array_equal(mirrored["q_value"], original["q_value"], equal_nan=True)
+    swapped = original["flag"].where(~tfc1, original["flag"].map({"": "", "encodes": "violates", "violates": "encodes"}))
+    assert list(mirrored["flag"]) == list(swapped)
+    assert (mirrored.loc[tfc1, "flag"] == "violates").sum() == (original.loc[tfc1, "flag"] == "encodes").sum() > 0
+
+
+def test_resid_pre_at_layer_zero_carries_the_whole_change(tiny_audit, tiny_double):
+    """Patching the changed tokens' embeddings into the baseline moves its score all the way to the perturbed
+    score, +1 in the axiom's direction for these example pairs (chosen to move the way the axiom expects),
+    unless the baseline hides the slot from attention (LNC1's masked slot), where it does nothing; the
+    identical tokens elsewhere carry nothing. The blocks plot's sanity anchor."""
     blocks = tiny_audit.blocks
     pairs = tiny_audit.pairs.set_index(["axiom", "pair"])
+    carries = {"TFC1": 1.0, "LNC1": 0.0}
+    single = 0
     for (axiom, example), cells in blocks.groupby(["axiom", "example"]):
         first = cells[(cells["component"] == "resid_pre") & (cells["layer"] == 0)]
-        pair = pairs.loc[(axiom, int(cells["pair"].iloc[0]))]
+        row = int(cells["pair"].iloc[0])
+        pair = pairs.loc[(axiom, row)]
         span = first[(first["position"] >= pair["span_start"]) & (first["position"] < pair["span_end"])]
         outside = first[(first["position"] < pair["span_start"]) | (first["position"] >= pair["span_end"])]
-        assert np.allclose(outside["effect"], 0, atol=1e-5)  # identical tokens: nothing to patch
-        if len(span) == 1:
-            assert abs(span["effect"].iloc[0]) == pytest.approx(1, abs=1e-4)
+        assert len(span) == pair["span_end"] - pair["span_start"] >= 1
+        assert len(outside) > 0 and np.allclose(outside["effect"], 0, atol=1e-9)  # identical tokens: nothing to patch
+        if len(span) == 1:  # the one position is the whole span
+            single += 1
+            assert span["effect"].iloc[0] == pytest.approx(carries[axiom], abs=1e-6)
+        if axiom == "LNC1":  # hidden from attention: no position of the slot carries anything
+            assert np.allclose(span["effect"], 0, atol=1e-9)
+        # any span length: every span position at once, by the signed metric the blocks frame uses
+        rebuilt = make_pairs(axiom, None, tiny_double, n=24, seed=3).take([row])
+        assert (rebuilt.frame[["qid", "docno", "span_start", "span_end"]].iloc[0] == pair[["qid", "docno", "span_start", "span_end"]]).all()
+        whole = patch_variants(tiny_double, rebuilt, [Variant(0, "blocks.0.hook_resid_pre", region=REGIONS.index("span"))],
+                               direction="to_baseline", delta=TINY_TOLERANCE)
+        sign = np.sign(pair["delta"]) * (1 if axiom == "TFC1" else -1)  # TFC1 expects a rise, LNC1 no rise
+        assert sign > 0  # an example pair moves the way its axiom expects
+        assert sign * whole.effects[0, 0] == pytest.approx(carries[axiom], abs=1e-6)
+    assert single > 0, "no example has a one-token span, so no position was checked against the whole change"
 
 
 def test_saved_audit_loads_back_identically(tiny_audit):

@@ -52,7 +52,7 @@ def test_bad_frames(frame, change, message):
 
 
 def test_bad_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="data file .*missing.jsonl does not exist"):
+    with pytest.raises(DataError, match="data file .*missing.jsonl does not exist"):
         load_data(tmp_path / "missing.jsonl")
     (tmp_path / "pairs.xlsx").write_text("x")
     with pytest.raises(DataError, match=r"pairs.xlsx: unknown data format; use .jsonl, .jsonl.gz, .tsv or .parquet"):

@@ -64,6 +64,8 @@ def test_audit_puts_every_tensor_on_the_rankers_device(small_pairs, trec_rows, t
         result = audit(ranker, ["TFC1"], pd.DataFrame(trec_rows[:300]), n=3, cell_pairs=2, examples=1, tolerance=0.0,
                        folder=tmp_path / "audit", progress=False)
     assert len(result.heads) == ranker.n_layers * ranker.n_heads
+    assert result.manifest["axioms"]["TFC1"]["excluded"]["patching"] == 0  # the heads really were patched
+    assert result.manifest["model"]["device"] == "cpu" and result.manifest["model"]["dtype"] == "float32"
 
 
 def test_the_emulated_device_catches_inputs_left_on_the_host(small_pairs, monkeypatch):

@@ -6,6 +6,7 @@ import pytest
 from transformers import GPT2Config, GPT2Model
 
 from mechir_axioms import load_ranker
+from mechir_axioms.core.errors import ModelError
 
 
 def test_unsupported_architecture_is_named(tmp_path):
@@ -18,18 +19,18 @@ def test_unsupported_architecture_is_named(tmp_path):
 
 
 def test_missing_model_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"model path .*nowhere does not exist"):
+    with pytest.raises(ModelError, match=r"model path .*nowhere does not exist"):
         load_ranker(tmp_path / "nowhere")
 
 
 def test_folder_without_a_model(tmp_path):
-    with pytest.raises(OSError, match=r"model folder .* holds no model config \(config.json\)"):
+    with pytest.raises(ModelError, match=r"model folder .* holds no model config \(config.json\)"):
         load_ranker(tmp_path)
 
 
 def test_unknown_hub_id_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError, match="cannot load model 'no-such-org/no-such-model': it is not a model folder here"):
+    with pytest.raises(ModelError, match="cannot load model 'no-such-org/no-such-model': it is not a model folder here"):
         load_ranker("no-such-org/no-such-model")
 
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mechir_axioms import PatchResult, Variant, load_ranker, make_pairs, patch, patch_variants
+from mechir_axioms import PairSet, PatchResult, Variant, load_ranker, make_pairs, patch, patch_variants
+from mechir_axioms.analysis.findings import symmetric_change
 from mechir_axioms.patching.naive import patch_naive
 
 TOLERANCE = 1e-5
@@ -50,6 +51,62 @@ def test_exact_matches_naive(double_ranker, short_frame, target):
     assert np.array_equal(np.isnan(fast.effects), np.isnan(naive.effects))
     assert not np.isnan(fast.effects).all(), "some pair must be patched"
     assert np.nanmax(np.abs(fast.effects - naive.effects)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("direction", ["to_baseline", "to_perturbed"])
+@pytest.mark.parametrize("target", ["heads", "regions"])
+def test_exact_matches_naive_in_the_audit_directions(double_ranker, short_frame, target, direction):
+    """Audits patch heads and regions in the two fixed directions, never by the default to_low: each receiver is
+    the named input whatever the scores, and the batched exact path matches the reference there too."""
+    pairs = make_pairs("TFC1", short_frame, double_ranker, n=3, seed=11)
+    delta = _delta_for(double_ranker)
+    fast = patch(double_ranker, pairs, target, batch_size=5, direction=direction, delta=delta, progress=False)
+    naive = patch_naive(double_ranker, pairs, target, direction=direction, delta=delta)
+    scored = pairs.score(double_ranker)
+    receiver, donor = ("baseline", "perturbed") if direction == "to_baseline" else ("perturbed", "baseline")
+    for result in (fast, naive):
+        assert np.allclose(result.receiver_score, scored[f"{receiver}_score"], rtol=0, atol=1e-9)
+        assert np.allclose(result.donor_score, scored[f"{donor}_score"], rtol=0, atol=1e-9)
+    assert fast.effects.shape == naive.effects.shape
+    assert np.array_equal(np.isnan(fast.effects), np.isnan(naive.effects))
+    assert not np.isnan(fast.effects).all(), "some pair must be patched"
+    assert np.nanmax(np.abs(fast.effects - naive.effects)) <= TOLERANCE
+
+
+def swap_inputs(pairs: PairSet) -> PairSet:
+    """The same pairs with each pair's baseline and perturbed inputs exchanged: tensors and frame columns."""
+    tensors = dict(pairs.tensors)
+    for key in pairs.tensors:
+        if key.startswith("baseline_"):
+            other = "perturbed_" + key.removeprefix("baseline_")
+            tensors[key], tensors[other] = pairs.tensors[other], pairs.tensors[key]
+    frame = pairs.frame.assign(baseline=pairs.frame["perturbed"], perturbed=pairs.frame["baseline"])
+    return PairSet(frame, tensors, dict(pairs.provenance))
+
+
+def test_head_change_is_antisymmetric_under_swapping_inputs(minilm, short_frame):
+    """The audit's per-pair change of a head, averaged over both patching directions, changes sign exactly when
+    a pair's two inputs are swapped (the README's claim that makes the NULL calibration's test exact)."""
+    pairs = make_pairs("TFC1", short_frame, minilm, n=4, seed=3)
+    swapped = swap_inputs(pairs)
+    assert set(swapped.tensors) == set(pairs.tensors) and any(key.startswith("baseline_") for key in pairs.tensors)
+    scored, rescored = pairs.score(minilm), swapped.score(minilm)
+    assert np.array_equal(rescored["baseline_score"], scored["perturbed_score"])
+    assert np.array_equal(rescored["delta"], -scored["delta"])
+
+    def change(pair_set: PairSet) -> tuple[np.ndarray, np.ndarray]:
+        denoising, noising = (patch(minilm, pair_set, "heads", direction=direction, progress=False)
+                              for direction in ("to_baseline", "to_perturbed"))
+        return symmetric_change(denoising, noising, "increase")
+
+    (forward, size), (backward, swapped_size) = change(pairs), change(swapped)
+    assert forward.shape == (4, minilm.n_layers, minilm.n_heads)
+    assert np.array_equal(np.isnan(size), np.isnan(swapped_size)) and np.allclose(size, swapped_size, equal_nan=True)
+    kept = ~np.isnan(size)
+    assert kept.sum() >= 2 and np.abs(forward[kept]).max() > 1e-3  # real pairs whose heads carry some change
+    assert np.allclose(backward[kept], -forward[kept], rtol=0, atol=1e-7)
+    effect = forward[kept].sum(0) / size[kept].sum()  # the audit's head effect: negated as a whole, too
+    assert np.allclose(backward[kept].sum(0) / swapped_size[kept].sum(), -effect, rtol=0, atol=1e-6)
 
 
 def test_exact_matches_naive_in_float32_unbatched(minilm, short_frame):

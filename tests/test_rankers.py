@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, T5ForConditionalGeneration
@@ -21,6 +23,43 @@ OUTPUT_PROJECTION = {
     "mpnet": lambda base, layer: base.encoder.layer[layer].attention.attn.o,
     "modernbert": lambda base, layer: base.layers[layer].attn.Wo,
     "t5": lambda base, layer: base.encoder.block[layer].layer[0].SelfAttention.o,
+}
+
+# Where each family's MLP output lives (before the residual add and any LayerNorm), written out by hand too.
+MLP_OUTPUT = {
+    "bert": lambda base, layer: base.encoder.layer[layer].output.dense,
+    "electra": lambda base, layer: base.encoder.layer[layer].output.dense,
+    "roberta": lambda base, layer: base.encoder.layer[layer].output.dense,
+    "distilbert": lambda base, layer: base.transformer.layer[layer].ffn,
+    "mpnet": lambda base, layer: base.encoder.layer[layer].output.dense,
+    "modernbert": lambda base, layer: base.layers[layer].mlp,
+    "t5": lambda base, layer: base.encoder.block[layer].layer[-1].DenseReluDense,
+}
+
+
+def _post_norm(attention_norm, output_norm):
+    """A post-LN layer: norm(attn_out + resid_pre), then norm(mlp_out + that), with the HF layer's own norms."""
+    def resid_post(base, layer, pre, attn, mlp):
+        middle = attention_norm(base, layer)(attn + pre)
+        return output_norm(base, layer)(mlp + middle)
+
+    return resid_post
+
+
+def _pre_norm(base, layer, pre, attn, mlp):
+    """A pre-LN layer (ModernBERT, T5) adds both outputs to the residual stream as they are."""
+    return pre + attn + mlp
+
+
+# resid_post recomputed from resid_pre, hook_attn_out and hook_mlp_out, as each family's layer combines them.
+RESIDUAL = {
+    "bert": _post_norm(lambda b, l: b.encoder.layer[l].attention.output.LayerNorm, lambda b, l: b.encoder.layer[l].output.LayerNorm),
+    "electra": _post_norm(lambda b, l: b.encoder.layer[l].attention.output.LayerNorm, lambda b, l: b.encoder.layer[l].output.LayerNorm),
+    "roberta": _post_norm(lambda b, l: b.encoder.layer[l].attention.output.LayerNorm, lambda b, l: b.encoder.layer[l].output.LayerNorm),
+    "distilbert": _post_norm(lambda b, l: b.transformer.layer[l].sa_layer_norm, lambda b, l: b.transformer.layer[l].output_layer_norm),
+    "mpnet": _post_norm(lambda b, l: b.encoder.layer[l].attention.LayerNorm, lambda b, l: b.encoder.layer[l].output.LayerNorm),
+    "modernbert": _pre_norm,
+    "t5": _pre_norm,
 }
 
 
@@ -140,6 +179,136 @@ def test_hook_points_match_hf_internals(request, tiny, trec_pairs, case):
     final = cache[f"blocks.{last}.hook_resid_post"]
     with torch.no_grad():
         assert torch.allclose(norm(model)(final) if norm else final, hidden_states[-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("case", INTERNAL_CASES, ids=str)
+def test_mlp_out_and_embed_match_hf(request, tiny, trec_pairs, case):
+    """hook_mlp_out is what the HF MLP module returns (a plain torch hook on the unhooked eager model), and recombined
+    with resid_pre and attn_out by the layer's own norms it gives resid_post; hook_embed is the token lookup."""
+    ranker, path, family = _real_or_tiny(request, tiny, case)
+    queries, documents = trec_pairs[0][:6], trec_pairs[1][:6]
+    sites = ("resid_pre", "attn_out", "mlp_out", "resid_post")
+    names = ["hook_embed", *(f"blocks.{layer}.hook_{site}" for layer in range(ranker.n_layers) for site in sites)]
+    _, cache = ranker.run_with_cache(queries, documents, names=names)
+    model = plain_model(path, ranker.kind, attn_implementation="eager")  # the attention the hooked model runs
+    base = model if ranker.kind == "t5" else model.base_model
+    captured = {}
+    handles = [
+        MLP_OUTPUT[family](base, layer).register_forward_hook(
+            lambda module, args, output, layer=layer: captured.__setitem__(layer, output))
+        for layer in range(ranker.n_layers)
+    ]
+    tokens = ranker.tokenize(queries, documents).tokens
+    try:
+        with torch.no_grad():
+            if ranker.kind == "t5":
+                model(**tokens, decoder_input_ids=torch.zeros((len(queries), 1), dtype=torch.long))
+            else:
+                model(**tokens)
+            embedded = model.get_input_embeddings()(tokens["input_ids"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert torch.equal(cache["hook_embed"], embedded)
+    assert sorted(captured) == list(range(ranker.n_layers))
+    for layer in range(ranker.n_layers):
+        block = f"blocks.{layer}."
+        mlp_out = cache[block + "hook_mlp_out"]
+        assert mlp_out.shape == captured[layer].shape
+        assert torch.allclose(mlp_out, captured[layer], atol=1e-5), f"{block}hook_mlp_out"
+        with torch.no_grad():
+            recombined = RESIDUAL[family](base, layer, cache[block + "hook_resid_pre"], cache[block + "hook_attn_out"], mlp_out)
+        assert torch.allclose(recombined, cache[block + "hook_resid_post"], atol=1e-5), f"{block} does not recombine"
+
+
+def test_t5_decoder_hooks_match_hf(tiny, trec_pairs):
+    """The decoder's residual stream, self- and cross-attention patterns, heads and MLP against HF's eager run."""
+    ranker, path = tiny("t5", "t5")
+    queries, documents = trec_pairs[0][:6], trec_pairs[1][:6]
+    _, cache = ranker.run_with_cache(queries, documents)
+    model = plain_model(path, "t5", attn_implementation="eager")
+    tokens = ranker.tokenize(queries, documents).tokens
+    start = torch.full((len(queries), 1), model.config.decoder_start_token_id, dtype=torch.long)
+    decoder = model.decoder
+    layers = len(decoder.block)
+    captured = {}
+    handles = [
+        decoder.block[layer].layer[-1].DenseReluDense.register_forward_hook(
+            lambda module, args, output, layer=layer: captured.__setitem__(layer, output))
+        for layer in range(layers)
+    ]
+    try:
+        with torch.no_grad():
+            out = model(**tokens, decoder_input_ids=start, output_hidden_states=True, output_attentions=True)
+            embedded = model.get_input_embeddings()(start)
+    finally:
+        for handle in handles:
+            handle.remove()
+    hidden, self_attention, cross_attention = out.decoder_hidden_states, out.decoder_attentions, out.cross_attentions
+    assert len(hidden) == layers + 1 and len(self_attention) == len(cross_attention) == layers
+    assert torch.equal(cache["decoder.hook_embed"], embedded)
+    heads, d_head = ranker.n_heads, ranker.d_head
+    for layer in range(layers):
+        block = f"decoder.blocks.{layer}."
+        pre, post = cache[block + "hook_resid_pre"], cache[block + "hook_resid_post"]
+        assert torch.allclose(pre, hidden[layer], atol=1e-5), f"{block}hook_resid_pre"
+        if layer < layers - 1:  # HF's last decoder hidden state has the final norm applied; compared below
+            assert torch.allclose(post, hidden[layer + 1], atol=1e-5), f"{block}hook_resid_post"
+        assert torch.allclose(cache[block + "attn.hook_pattern"], self_attention[layer], atol=1e-6)
+        pattern = cache[block + "cross_attn.hook_pattern"]
+        assert pattern.shape == (len(queries), heads, 1, tokens["input_ids"].shape[1])
+        assert torch.allclose(pattern, cross_attention[layer], atol=1e-6), f"{block}cross_attn.hook_pattern"
+        for z, projection, output in (("attn.hook_z", decoder.block[layer].layer[0].SelfAttention.o, "hook_attn_out"),
+                                      ("cross_attn.hook_z", decoder.block[layer].layer[1].EncDecAttention.o, "hook_cross_attn_out")):
+            weight = projection.weight.unflatten(1, (heads, d_head))
+            summed = torch.einsum("bphd,mhd->bpm", cache[block + z], weight)
+            assert torch.allclose(summed, cache[block + output], atol=1e-5), f"{block}{z} heads do not sum up"
+        assert torch.allclose(cache[block + "hook_mlp_out"], captured[layer], atol=1e-5), f"{block}hook_mlp_out"
+        recombined = pre + cache[block + "hook_attn_out"] + cache[block + "hook_cross_attn_out"] + cache[block + "hook_mlp_out"]
+        assert torch.allclose(recombined, post, atol=1e-5), f"{block} does not recombine"
+    with torch.no_grad():
+        final = decoder.final_layer_norm(cache[f"decoder.blocks.{layers - 1}.hook_resid_post"])
+    assert torch.allclose(final, hidden[-1], atol=1e-5)
+
+
+class Boom(Exception):
+    """Raised by a hook in the middle of a forward pass."""
+
+
+def _hooks_left(model: torch.nn.Module) -> list[tuple[str, str]]:
+    """Every (module, kind) of hook still registered on the model, including the attention pattern functions."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs",
+             "_forward_hooks_always_called", "_backward_hooks", "_backward_pre_hooks")
+    left = [(name, kind) for name, module in model.named_modules() for kind in kinds if getattr(module, kind, None)]
+    return left + [(name, "pattern functions") for name, module in model.named_modules() if module.__dict__.get("_mechir_pattern_fns")]
+
+
+@pytest.mark.parametrize(("family", "kind", "site"), [
+    ("bert", "cross", "blocks.1.hook_mlp_out"),
+    ("bert", "bi", "blocks.1.attn.hook_pattern"),
+    ("modernbert", "cross", "blocks.1.attn.hook_z"),
+    ("t5", "t5", "decoder.blocks.0.cross_attn.hook_pattern"),
+], ids=str)
+def test_hooks_are_removed_after_an_exception(tiny, trec_pairs, family, kind, site):
+    """A hook that raises mid-forward, while every other hook point is being cached: the error reaches the caller,
+    no hook stays on any module, and the ranker scores exactly as before."""
+    ranker, _ = tiny(family, kind)
+    queries, documents = trec_pairs[0][:3], trec_pairs[1][:3]
+    assert _hooks_left(ranker.model) == []
+    before = ranker.score(queries, documents)
+    seen = []
+
+    def boom(activation, name):
+        raise Boom(name)
+
+    with pytest.raises(Boom, match=re.escape(site)):
+        ranker.run_with_cache(queries, documents, hooks={site: boom},
+                              names=[name for name in ranker.hook_names if name != site])
+    assert _hooks_left(ranker.model) == []
+    assert torch.equal(ranker.score(queries, documents), before)
+    _, cache = ranker.run_with_cache(queries, documents, names=[site], hooks={site: lambda x, name: seen.append(name)})
+    assert seen == [site] and list(cache) == [site]  # a later run sees its own hooks only, once each
+    assert _hooks_left(ranker.model) == []
 
 
 @pytest.mark.parametrize("case", INTERNAL_CASES, ids=str)

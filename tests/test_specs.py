@@ -31,7 +31,7 @@ def test_load_by_name_path_and_override():
         load_axiom("TFC1", position="middle")
     with pytest.raises(SpecError, match=r"TFC1 \(override\): field 'colour' is 'red'; allowed: no such parameter"):
         load_axiom("TFC1", colour="red")
-    with pytest.raises(KeyError, match=r"no axiom named 'TFC9'; known axioms: LNC1, LNC2"):
+    with pytest.raises(SpecError, match=r"no axiom named 'TFC9'; known axioms: LNC1, LNC2"):
         load_axiom("TFC9")
 
 
@@ -82,5 +82,5 @@ def test_malformed_spec_messages(tmp_path, text, message):
 
 
 def test_missing_spec_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="axiom spec .*NOPE.toml does not exist"):
+    with pytest.raises(SpecError, match="axiom spec .*NOPE.toml does not exist"):
         load_axiom(tmp_path / "NOPE.toml")

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ..analysis.findings import strongest_first
+from ..core.errors import SettingsError
 from ..core.files import write_atomically, write_json
 from ..report.render import render
 
@@ -66,7 +67,7 @@ def load_audit(folder: str | Path) -> Audit:
     folder = Path(folder)
     missing = [name for name in RESULT_FILES if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder} is not a finished audit: missing {', '.join(missing)}")
+        raise SettingsError(f"{folder} is not a finished audit: missing {', '.join(missing)}")
     return Audit(
         **{name: pd.read_parquet(folder / f"{name}.parquet") for name in FRAMES},
         attention=json.loads((folder / "attention.json").read_text()),

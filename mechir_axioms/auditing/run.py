@@ -23,7 +23,7 @@ from ..analysis.findings import Changes, behaviour, effects_frame, replication, 
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
 from ..pairs.compile import make_pairs
-from ..pairs.data import DataSource, load_data
+from ..pairs.data import DataSource, data_hash, load_data
 from ..pairs.pairset import PairSet
 from ..patching.api import patch
 from ..patching.plan import BLOCK_COMPONENTS, plan
@@ -127,12 +127,25 @@ def audit(
     settings = Settings(names, None, None, n, seed, tuple(targets), method, threshold, alpha, tolerance,
                         cell_pairs, examples, stability, batch_size)  # bad settings fail here, before any work
     specs = [axiom if isinstance(axiom, Axiom) else load_axiom(axiom) for axiom in axioms]
-    _, source = load_data(data)  # bad data fails here, before the model loads
+    frame, source = load_data(data)  # bad data fails here, before the model loads
     if not isinstance(ranker, Ranker):
         ranker = load_ranker(ranker)
     settings = replace(settings, axioms=tuple(spec.name for spec in specs), model=ranker.name, data=source)
     folder = Path(folder) if folder is not None else None
-    work = Checkpoints(folder, settings.describe(), resume)
+    fingerprint = ranker.fingerprint()
+    identity = {"model": fingerprint, "data_hash": data_hash(frame), "spec_hashes": {spec.name: spec.spec_hash for spec in specs}}
+    with Checkpoints(folder, settings.describe(), resume, identity) as work:
+        result = _run(ranker, specs, data, source, settings, work, identity, progress)
+        if folder is not None:
+            result.save(folder)
+    return result
+
+
+def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, settings: Settings, work: Checkpoints,
+         identity: dict[str, Any], progress: bool) -> Audit:
+    """The audit's steps: pairs, scores, patching and findings per axiom, then the examples and the manifest."""
+    n, seed, targets, method, tolerance = settings.n, settings.seed, settings.targets, settings.method, settings.tolerance
+    examples, cell_pairs, batch_size = settings.examples, settings.cell_pairs, settings.batch_size
     started = time.perf_counter()
     rows_of_behaviour, pair_frames, provenance, examples_of, pair_sets = [], [], {}, {}, {}
     head_changes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -189,17 +202,16 @@ def audit(
         "seconds": round(time.perf_counter() - started, 1),
         "settings": settings.describe(),
         "model": {"name": ranker.name, "kind": ranker.kind, "layers": ranker.n_layers, "heads": ranker.n_heads,
-                  "device": str(ranker.device), "dtype": str(ranker.dtype).removeprefix("torch.")},
+                  "device": str(ranker.device), "dtype": str(ranker.dtype).removeprefix("torch."),
+                  "config_hash": identity["model"]["config_hash"], "weights_digest": identity["model"]["weights_digest"]},
+        "data_hash": identity["data_hash"],
         "axioms": provenance,
         "examples": examples_of,
         "command": settings.command(),
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()},
     }
-    result = Audit(axioms_frame, heads, cells, pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(),
-                   pd.concat(pair_frames, ignore_index=True), attention, manifest)
-    if folder is not None:
-        result.save(folder)
-    return result
+    return Audit(axioms_frame, heads, cells, pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(),
+                 pd.concat(pair_frames, ignore_index=True), attention, manifest)
 
 
 def _findings(changes: Changes, labels: list[dict[str, Any]], qids: dict[str, np.ndarray], settings: Settings) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..core.errors import SettingsError
+from ..core.errors import SettingsError, SpecError
 from ..models.layout import PADDING_REGION
 from ..models.rankers import Ranker
 from ..perturb.operators import Dropped, Filling, perturb
@@ -88,6 +88,19 @@ def vocabulary_of(ranker: Ranker) -> Vocabulary:
     return ranker._vocabulary
 
 
+def check_filler(axiom: Axiom, ranker: Ranker) -> None:
+    """Refuse a filler that is, holds, or tokenizes to one of the ranker's special tokens."""
+    tokenizer, filler = ranker.tokenizer, axiom.baseline.filler
+    specials = [token for token in tokenizer.all_special_tokens if token]
+    ids = set(tokenizer(filler, add_special_tokens=False)["input_ids"])
+    if any(token in filler for token in specials) or ids & set(tokenizer.all_special_ids):
+        shown = ", ".join(specials[:8]) + (f" and {len(specials) - 8} more" if len(specials) > 8 else "")
+        raise SpecError(
+            f"{axiom.name}: baseline.filler {filler!r} is or holds a special token of {ranker.name}'s tokenizer "
+            f"({shown}), which would change the input's structure; choose an ordinary word such as 'a'"
+        )
+
+
 def make_pairs(
     axiom: Axiom | str,
     data: DataSource = None,
@@ -112,6 +125,7 @@ def make_pairs(
     if n < 1:
         raise SettingsError(f"n={n} is not valid; ask for at least one pair")
     ranker = ranker or load_ranker()
+    check_filler(axiom, ranker)
     frame, source = load_data(data)
     if stratify is not None and stratify not in frame.columns:
         raise ValueError(f"stratify={stratify!r} is not a column of {source}; columns are {', '.join(frame.columns)}")

@@ -1,12 +1,22 @@
 """Judged query-passage data as a validated DataFrame with the columns IR people expect.
 
-Sources: a pandas DataFrame, a JSONL / TSV / Parquet file, an ir_datasets id (`irds:...`), or None for
-the bundled sample of TREC Deep Learning 2019/2020 judged passages.
+Sources: a pandas DataFrame, a JSONL / JSON / TSV / CSV / Parquet file, an ir_datasets id (`irds:...`), or
+None for the bundled sample of TREC Deep Learning 2019/2020 judged passages. Every mistake in a source is a
+DataError naming the source and the line, row or column at fault.
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
+import io
+import json
+import math
+import numbers
+import os
+import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,45 +27,190 @@ from ..core.errors import DataError
 
 COLUMNS = ("qid", "query", "docno", "text", "relevance")
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "trec-dl-sample.jsonl.gz"
+FORMATS = ".jsonl, .jsonl.gz, .tsv or .parquet (also .csv, .json and gzipped .tsv, .csv or .json)"
+"""The supported file formats, as a phrase for messages."""
+_KINDS = {
+    ".jsonl": "JSON lines", ".jsonl.gz": "JSON lines", ".json": "JSON", ".json.gz": "JSON",
+    ".tsv": "TSV", ".tsv.gz": "TSV", ".csv": "CSV", ".csv.gz": "CSV", ".parquet": "Parquet",
+}
+_MAX_GRADE = 2**31 - 1
 
 DataSource = pd.DataFrame | str | Path | None
 
 
-def _read_file(path: Path) -> pd.DataFrame:
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; give a data file (.jsonl, .jsonl.gz, .tsv or .parquet)")
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
-        kind, read = "JSON lines" if ".jsonl" in name else "JSON", lambda: pd.read_json(path, lines=".jsonl" in name, dtype=False)
-    elif name.endswith((".tsv", ".tsv.gz")):
-        kind, read = "TSV", lambda: pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-    elif name.endswith(".parquet"):
-        kind, read = "Parquet", lambda: pd.read_parquet(path)
-    else:
-        raise DataError(f"{path}: unknown data format; use .jsonl, .jsonl.gz, .tsv or .parquet, or an irds: id")
+def _one_line(text: object, limit: int = 160) -> str:
+    """`text` with its whitespace runs collapsed to single spaces, cut to `limit` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _missing(value: Any) -> bool:
+    """Is `value` a missing scalar (None, NaN, pd.NA, NaT)?"""
     try:
-        return read()
-    except (ValueError, OSError, EOFError) as error:  # malformed lines, a bad gzip stream, unreadable bytes
-        raise DataError(f"{path}: cannot be read as {kind} ({error})") from error
+        return bool(pd.api.types.is_scalar(value) and pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _show(value: Any) -> str:
+    """A short one-line rendering of a cell for messages."""
+    return "missing" if _missing(value) else _one_line(repr(value), 60)
+
+
+def _empty(path: Path) -> DataError:
+    return DataError(f"{path}: the file is empty (no data rows); give at least one judged query-document pair")
+
+
+def _decoded(path: Path, kind: str) -> str:
+    """The file's text (gunzipped when named .gz), UTF-8 with an optional byte-order mark."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:  # unreadable, or a bad gzip stream
+        raise DataError(f"{path}: cannot be read as {kind} ({_one_line(error)})") from error
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start} is {raw[error.start]:#04x}); save it as UTF-8") from error
+
+
+def _parse_json(path: Path, text: str, kind: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        at = f"line {error.lineno}, column {error.colno}" if where == "the file" else f"column {error.colno}"
+        raise DataError(f"{path}: cannot be read as {kind} ({where} is not valid JSON: {error.msg} at {at})") from error
+    except (ValueError, RecursionError) as error:  # e.g. an integer of too many digits, or nesting too deep
+        raise DataError(f"{path}: cannot be read as {kind} ({where} is not valid JSON: {_one_line(error)})") from error
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _json_lines(path: Path, text: str) -> tuple[pd.DataFrame, str]:
+    """One row object per line; rows are labelled by their line numbers (blank lines are skipped)."""
+    records, lines = [], []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        record = _parse_json(path, line, "JSON lines", f"line {number}")
+        if not isinstance(record, dict):
+            raise DataError(
+                f"{path}: cannot be read as JSON lines (line {number} is a JSON {_json_kind(record)}, not an object); "
+                "each line must be one row such as {\"qid\": ..., \"query\": ..., \"docno\": ..., \"text\": ..., \"relevance\": ...}"
+            )
+        records.append(record)
+        lines.append(number)
+    return pd.DataFrame(records, index=lines, dtype=object), "line"
+
+
+def _json_document(path: Path, text: str) -> tuple[pd.DataFrame, str]:
+    """A list of row objects, or an object of columns as pandas writes it."""
+    document = _parse_json(path, text, "JSON", "the file")
+    if isinstance(document, list) and all(isinstance(record, dict) for record in document):
+        frame = pd.DataFrame(document, dtype=object)
+    elif isinstance(document, dict) and all(isinstance(column, (dict, list)) for column in document.values()):
+        try:
+            frame = pd.DataFrame(document, dtype=object)
+        except (ValueError, TypeError) as error:  # columns of different lengths
+            raise DataError(f"{path}: its columns cannot form a table ({_one_line(error)})") from error
+    else:
+        raise DataError(f"{path}: holds a JSON {_json_kind(document)} of the wrong shape; give a list of row objects (or use .jsonl)")
+    return frame.set_axis(range(1, len(frame) + 1)), "data row"
+
+
+def _check_delimiter(path: Path, header: str, sep: str) -> None:
+    """Refuse a comma-separated file named .tsv (or a tab-separated one named .csv) with a hint."""
+    other, named, meant = (",", "tab", "comma") if sep == "\t" else ("\t", "comma", "tab")
+    names = [name.strip().strip('"') for name in header.split(sep)]
+    if other not in header or all(column in names for column in COLUMNS):
+        return
+    split = {name.strip().strip('"') for name in header.split(other)}
+    if len(names) == 1 or set(COLUMNS) <= split:
+        rename = ".csv" if sep == "\t" else ".tsv"
+        raise DataError(
+            f"{path}: looks {meant}-separated, not {named}-separated (its header is {_one_line(header, 80)!r}); "
+            f"rename it to {rename}, or save it with {named}s between the columns"
+        )
+
+
+def _delimited(path: Path, text: str, sep: str, kind: str) -> tuple[pd.DataFrame, str]:
+    """TSV (no quoting) or CSV (quoted fields) with a header row; every cell read as text."""
+    _check_delimiter(path, text.split("\n", 1)[0].rstrip("\r"), sep)
+    quoting = {"quoting": csv.QUOTE_NONE} if sep == "\t" else {}
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, **quoting)
+    except pd.errors.EmptyDataError as error:
+        raise _empty(path) from error
+    except (ValueError, csv.Error) as error:  # ragged rows, unbalanced quotes
+        raise DataError(f"{path}: cannot be read as {kind} ({_one_line(error)})") from error
+    return frame.set_axis(range(1, len(frame) + 1)), "data row"
+
+
+def _parquet(path: Path) -> tuple[pd.DataFrame, str]:
+    from pyarrow import ArrowException
+
+    try:
+        frame = pd.read_parquet(path)
+    except (ValueError, OSError, EOFError, ArrowException) as error:  # corrupt or truncated files
+        raise DataError(f"{path}: cannot be read as Parquet ({_one_line(error)})") from error
+    return frame.set_axis(range(1, len(frame) + 1)), "data row"
+
+
+def _read_file(path: Path) -> tuple[pd.DataFrame, str]:
+    """(frame, the word for its row labels) for a data file; rows are labelled by line or 1-based data row."""
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give a data file ({FORMATS})")
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; give a data file ({FORMATS}) or an irds: id")
+    suffix = next((suffix for suffix in _KINDS if path.name.lower().endswith(suffix)), None)
+    if suffix is None:
+        raise DataError(f"{path}: unknown data format; use {FORMATS}, or an irds: id")
+    kind = _KINDS[suffix]
+    if kind == "Parquet":
+        frame, rows = _parquet(path)
+    else:
+        text = _decoded(path, kind)
+        if not text.strip():
+            raise _empty(path)
+        if kind == "JSON lines":
+            frame, rows = _json_lines(path, text)
+        elif kind == "JSON":
+            frame, rows = _json_document(path, text)
+        else:
+            frame, rows = _delimited(path, text, "\t" if kind == "TSV" else ",", kind)
+    if len(frame) == 0:
+        raise _empty(path)
+    return frame, rows
 
 
 def _read_ir_datasets(dataset_id: str) -> pd.DataFrame:
     """Queries, judged documents and qrels of an ir_datasets dataset, joined into one row per judgement."""
-    import ir_datasets
-
+    source = f"irds:{dataset_id}"
+    try:
+        import ir_datasets
+    except ImportError as error:
+        raise DataError(f"{source}: ir_datasets is not installed; pip install ir_datasets, or pass a JSONL/TSV/Parquet export") from error
     try:
         dataset = ir_datasets.load(dataset_id)
     except KeyError as error:
-        raise DataError(f"irds:{dataset_id}: ir_datasets does not know this dataset id") from error
+        raise DataError(f"{source}: ir_datasets does not know this dataset id") from error
     for part in ("queries", "docs", "qrels"):
         if not getattr(dataset, f"has_{part}")():
-            raise DataError(f"irds:{dataset_id}: the dataset has no {part}; it needs queries, docs and qrels")
-    queries = {query.query_id: query.default_text() for query in dataset.queries_iter()}
-    qrels = [qrel for qrel in dataset.qrels_iter() if qrel.query_id in queries]
-    wanted = {qrel.doc_id for qrel in qrels}
-    documents = {doc_id: doc.default_text() for doc_id, doc in dataset.docs_store().get_many(wanted).items()}
+            raise DataError(f"{source}: the dataset has no {part}; it needs queries, docs and qrels")
+    try:
+        queries = {query.query_id: query.default_text() for query in dataset.queries_iter()}
+        qrels = [qrel for qrel in dataset.qrels_iter() if qrel.query_id in queries]
+        wanted = {qrel.doc_id for qrel in qrels}
+        documents = {doc_id: doc.default_text() for doc_id, doc in dataset.docs_store().get_many(wanted).items()}
+    except (OSError, RuntimeError, EOFError, zlib.error) as error:  # requests' errors are OSErrors
+        reason = error.args[0] if error.args and isinstance(error.args[0], str) else error
+        raise DataError(
+            f"{source}: ir_datasets could not download or find the collection ({_one_line(reason, 120)}); "
+            "set the IR_DATASETS_HOME environment variable to a folder holding a local copy of its files, "
+            "or pass a JSONL/TSV/Parquet export of the judged pairs instead"
+        ) from error
     return pd.DataFrame(
         [
             {
@@ -72,44 +227,125 @@ def _read_ir_datasets(dataset_id: str) -> pd.DataFrame:
     )
 
 
-def validate(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Check columns and values; return qid/docno as strings and relevance as integers."""
+def _identifier(value: Any) -> str | None:
+    """A qid or docno as text: a string, an integer, or an integral float; None when it is none of these."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    return str(int(value)) if math.isfinite(value) and float(value).is_integer() else None
+
+
+def _grade(value: Any) -> int | None:
+    """A relevance grade as an int (from an integer, an integral float or such text); None when it is not one."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            try:
+                value = float(value.strip())
+            except ValueError:
+                return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if not isinstance(value, numbers.Integral) and not (math.isfinite(value) and float(value).is_integer()):
+        return None
+    grade = int(value)
+    return grade if abs(grade) <= _MAX_GRADE else None
+
+
+def _unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from a "\ud800" escape in JSON
+        return False
+    return True
+
+
+def validate(frame: pd.DataFrame, source: str, rows: str = "row") -> pd.DataFrame:
+    """Check columns and values, drop repeated (qid, docno) rows; qid/docno/query/text as strings, relevance as ints.
+
+    `rows` is the word for the frame's index labels in messages ("row" for a DataFrame's own index, "line" or
+    "data row" for files, whose readers label rows by line number or 1-based data row).
+    """
+    if len(frame) == 0:
+        raise DataError(f"{source}: no rows; give at least one judged query-document pair")
+    repeated = sorted({str(column) for column in frame.columns[frame.columns.duplicated()]})
+    if repeated:
+        raise DataError(f"{source}: column(s) {', '.join(repeated)} appear more than once; give each column once")
     missing = [column for column in COLUMNS if column not in frame.columns]
     if missing:
         raise DataError(
             f"{source}: missing column(s) {', '.join(missing)}; required columns are {', '.join(COLUMNS)}"
         )
-    if frame.empty:
-        raise DataError(f"{source}: no rows; give at least one judged query-document pair")
-    frame = frame.loc[:, list(COLUMNS)].reset_index(drop=True)
-    for column in ("query", "text"):
-        for row, value in enumerate(frame[column]):
-            if not isinstance(value, str):
-                shown = "missing" if pd.isna(value) else repr(value)
-                raise DataError(f"{source}: row {row}, column '{column}' is {shown}; it must be text")
+    labels = [_one_line(label, 40) for label in frame.index]
+    cells = {column: list(frame[column]) for column in COLUMNS}
+    clean: dict[str, list[Any]] = {column: [] for column in COLUMNS}
+    for position, label in enumerate(labels):
+        for column in ("qid", "docno"):
+            value = _identifier(cells[column][position])
+            if value is None or not _unicode(value):
+                shown = _show(cells[column][position])
+                raise DataError(f"{source}: {rows} {label}, column '{column}' is {shown}; it must be an id (text or an integer)")
             if not value.strip():
-                raise DataError(f"{source}: row {row} (qid {frame['qid'][row]}) has an empty {column}")
-    relevance = pd.to_numeric(frame["relevance"], errors="coerce")
-    bad = relevance.isna() | (relevance != relevance.round())
-    if bad.any():
-        row = int(bad.idxmax())
-        raise DataError(
-            f"{source}: row {row}, column 'relevance' is {frame['relevance'][row]!r}; it must be an integer grade"
+                raise DataError(f"{source}: {rows} {label} has an empty {column}")
+            clean[column].append(value)
+        for column in ("query", "text"):
+            value = cells[column][position]
+            if not isinstance(value, str) or not _unicode(value):
+                raise DataError(f"{source}: {rows} {label}, column '{column}' is {_show(value)}; it must be text")
+            if not value.strip():
+                raise DataError(f"{source}: {rows} {label} (qid {clean['qid'][position]}) has an empty {column}")
+            clean[column].append(value)
+        grade = _grade(cells["relevance"][position])
+        if grade is None:
+            shown = _show(cells["relevance"][position])
+            raise DataError(f"{source}: {rows} {label}, column 'relevance' is {shown}; it must be an integer grade")
+        clean["relevance"].append(grade)
+    keep = _first_of_each(clean, labels, source, rows)
+    result = pd.DataFrame(clean).astype({"qid": str, "query": str, "docno": str, "text": str, "relevance": "int64"})
+    return result.iloc[keep].reset_index(drop=True)
+
+
+def _first_of_each(clean: dict[str, list[Any]], labels: list[str], source: str, rows: str) -> list[int]:
+    """Positions of the first row of each (qid, docno); warns about repeats and refuses conflicting grades."""
+    first: dict[tuple[str, str], int] = {}
+    for position, key in enumerate(zip(clean["qid"], clean["docno"])):
+        earlier = first.setdefault(key, position)
+        if clean["relevance"][earlier] != clean["relevance"][position]:
+            raise DataError(
+                f"{source}: qid {key[0]!r}, docno {key[1]!r} has conflicting relevance grades "
+                f"{clean['relevance'][earlier]} ({rows} {labels[earlier]}) and "
+                f"{clean['relevance'][position]} ({rows} {labels[position]}); keep one grade per (qid, docno)"
+            )
+    dropped = len(labels) - len(first)
+    if dropped:
+        warnings.warn(
+            f"{source}: dropped {dropped} duplicate (qid, docno) row{'s' if dropped > 1 else ''}; kept the first of each",
+            UserWarning,
+            stacklevel=4,
         )
-    return frame.assign(qid=frame["qid"].astype(str), docno=frame["docno"].astype(str), relevance=relevance.astype(int))
+    return sorted(first.values())
 
 
 def load_data(data: DataSource = None) -> tuple[pd.DataFrame, str]:
     """(validated frame, a label naming the source) for any supported data source."""
     if data is None:
-        source, frame = SAMPLE_NAME, _read_file(SAMPLE)
+        source, (frame, rows) = SAMPLE_NAME, _read_file(SAMPLE)
     elif isinstance(data, pd.DataFrame):
-        source, frame = "DataFrame", data
-    elif str(data).startswith("irds:"):
-        source, frame = str(data), _read_ir_datasets(str(data).removeprefix("irds:"))
+        source, frame, rows = "DataFrame", data, "row"
+    elif isinstance(data, (str, os.PathLike)) and str(data).startswith("irds:"):
+        source, frame, rows = str(data), _read_ir_datasets(str(data).removeprefix("irds:")), "row"
+    elif isinstance(data, (str, os.PathLike)):
+        source, (frame, rows) = str(data), _read_file(Path(data))
     else:
-        source, frame = str(data), _read_file(Path(data))
-    return validate(frame, source), source
+        raise DataError(
+            f"data={_show(data)} is not a data source; give a DataFrame, a file path ({FORMATS}), an irds: id, "
+            "or None for the bundled sample"
+        )
+    return validate(frame, source, rows), source
 
 
 def data_hash(frame: pd.DataFrame) -> str:

@@ -140,8 +140,8 @@ def _slot_pair(words: list[str], index: int, baseline: str, perturbed: str, **ex
 @operator(
     "insert", "add a selected term (count times) at a position; the baseline fills the slot", maskable=True,
     position=_POSITION, offset=_OFFSET, term=_selector("query_random", "which term is added"),
-    count=Param(int, 1, low=1, high=10, description="how many terms are added"),
-    ladder=Param(bool, False, description="one pair per rung: rung k has k copies of the term, the rest filler"),
+    count=Param(int, 1, low=1, high=10, description="how many copies of the term are added (neutral words are drawn afresh for each copy)"),
+    ladder=Param(bool, False, description="one pair per rung k = 1..count: the baseline has k-1 copies, the perturbed text k, the rest of the slot is filler"),
 )
 def _insert(params: Params, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:
     index = _index(words, params["position"], params["offset"])
@@ -175,7 +175,8 @@ def _insert(params: Params, words: list[str], context: TermContext, filling: Fil
 
 @operator(
     "replace", "replace `length` words at `offset` with a selected term; the baseline fills the slot", maskable=True,
-    offset=_OFFSET, length=Param(int, 1, low=1, high=50, description="how many words are replaced"),
+    offset=Param(int, 0, low=0, high=10_000, description="the first replaced word (0-based)"),
+    length=Param(int, 1, low=1, high=50, description="how many words are replaced"),
     term=_selector("neutral", "which term goes in"),
 )
 def _replace(params: Params, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:
@@ -188,7 +189,7 @@ def _replace(params: Params, words: list[str], context: TermContext, filling: Fi
 
 
 @operator(
-    "duplicate", "append `copies` copies of the whole text; the baseline appends as many filler wordpieces",
+    "duplicate", "append `copies` copies of the whole text; the baseline appends as many filler wordpieces (or masked padding)",
     maskable=True, copies=Param(int, 1, low=1, high=4, description="how many copies are appended"),
 )
 def _duplicate(params: Params, words: list[str], context: TermContext, filling: Filling) -> list[Edit]:

@@ -238,12 +238,12 @@ def _query_random(context: TermContext, like: str | None) -> str | None:
     return context.random_query_term
 
 
-@selector("query_max_idf", "the query term with the highest IDF")
+@selector("query_max_idf", "the query term with the highest IDF (over the data's passages or the corpus given to `make_pairs(idf=...)`)")
 def _query_max_idf(context: TermContext, like: str | None) -> str | None:
     return max(context.terms, key=lambda term: (context.idf(term), term))
 
 
-@selector("query_min_idf", "the query term with the lowest IDF")
+@selector("query_min_idf", "the query term with the lowest IDF (over the data's passages or the corpus given to `make_pairs(idf=...)`)")
 def _query_min_idf(context: TermContext, like: str | None) -> str | None:
     return min(context.terms, key=lambda term: (context.idf(term), term))
 
@@ -258,7 +258,7 @@ def _neutral(context: TermContext, like: str | None) -> str | None:
     return context.neutral()
 
 
-@selector("similar", "the vocabulary word whose input embedding is closest (cosine) to a random query term")
+@selector("similar", "the single-wordpiece word nearest to a random query term by cosine over the ranker's own input embeddings, excluding the term's own wordpieces")
 def _similar(context: TermContext, like: str | None) -> str | None:
     return context.vocabulary.similar(context.random_query_term)
 
@@ -268,6 +268,6 @@ def _unrelated(context: TermContext, like: str | None) -> str | None:
     return context.neutral(context.vocabulary.length(like) if like else None)
 
 
-@selector("filler", "the baseline's filler word", needs_query_terms=False)
+@selector("filler", "the filler word itself (`baseline.filler`)", needs_query_terms=False)
 def _filler(context: TermContext, like: str | None) -> str | None:
     return context.filler

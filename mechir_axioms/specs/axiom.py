@@ -37,7 +37,7 @@ TARGETS = ("document", "query")
 
 
 _TOP = {
-    "name": Param(str, description="the axiom's name, the same as the file's (case-insensitive)"),
+    "name": Param(str, description="the axiom's name (e.g. TFC1); must equal the file name, ignoring case"),
     "title": Param(str, description="one line: what the axiom says"),
     "citation": Param(str, description="where the axiom comes from"),
     "expect": Param(str, None, EXPECTATIONS, description="which way the score should move from baseline to perturbed"),
@@ -46,12 +46,12 @@ _TOP = {
 }
 _REQUIRED_TOP = ("name", "title", "citation", "expect")
 _BASELINE = {
-    "fill": Param(str, "filler", FILLS, description="what fills the baseline's slot: filler words, masked padding, or another term"),
-    "filler": Param(str, "a", description="the filler word"),
+    "fill": Param(str, "filler", FILLS, description="what fills the baseline's slot: filler words, masked padding ('mask' only with maskable operators), or another term; 'filler' when perturb.ladder = true"),
+    "filler": Param(str, "a", description="the filler word; override it to sweep fillers"),
     "term": Param(str, None, selector_names, description="the selector of the stand-in term when fill = 'term'"),
 }
 _SELECT = {
-    "relevance": Param(list, None, description="relevance grades a pair must have (default: any)"),
+    "relevance": Param(list, None, description="a list of integer relevance grades a pair must have (default: any)"),
     "min_query_terms": Param(int, 1, low=0, high=20, description="fewest non-stopword query terms"),
     "min_document_words": Param(int, 1, low=0, high=10_000, description="shortest document, in words"),
     "max_document_words": Param(int, 10_000, low=1, high=100_000, description="longest document, in words"),
@@ -145,7 +145,7 @@ def parse_axiom(raw: dict[str, Any], source: str) -> Axiom:
     if not isinstance(perturb_raw, dict):
         raise _fail(source, "perturb", perturb_raw, "a table")
     operation = perturb_raw.pop("operation", None)
-    if operation not in OPERATORS:
+    if not isinstance(operation, str) or operation not in OPERATORS:
         raise _fail(source, "perturb.operation", operation, "one of " + ", ".join(map(repr, OPERATORS)))
     target = perturb_raw.pop("target", "document")
     if target not in TARGETS:
@@ -183,10 +183,22 @@ def parse_axiom(raw: dict[str, Any], source: str) -> Axiom:
     )
 
 
-def axiom_folders(extra: Iterable[str | Path] = ()) -> list[Path]:
+def _folder(path: Path, named: str) -> Path:
+    """`path`, refused with a SpecError unless it is an existing folder; `named` says where it came from."""
+    if not path.exists():
+        raise SpecError(f"axiom folder {path}{named} does not exist; give a folder of .toml axiom specs")
+    if not path.is_dir():
+        raise SpecError(f"axiom folder {path}{named} is not a folder; give a folder of .toml axiom specs")
+    return path
+
+
+def axiom_folders(extra: Iterable[str | Path] | str | Path = ()) -> list[Path]:
     """Where specs are looked up: user folders first, then $MECHIR_AXIOMS_PATH, then the packaged catalogue."""
-    from_env = [Path(p) for p in os.environ.get(AXIOM_PATH_VARIABLE, "").split(os.pathsep) if p]
-    return [Path(p) for p in extra] + from_env + [PACKAGED_AXIOMS]
+    given = [extra] if isinstance(extra, (str, os.PathLike)) else list(extra or ())
+    from_env = [p for p in os.environ.get(AXIOM_PATH_VARIABLE, "").split(os.pathsep) if p]
+    folders = [_folder(Path(p), "") for p in given]
+    folders += [_folder(Path(p), f" (named in ${AXIOM_PATH_VARIABLE})") for p in from_env]
+    return folders + [PACKAGED_AXIOMS]
 
 
 def _spec_files(folders: list[Path]) -> dict[str, Path]:
@@ -197,12 +209,23 @@ def _spec_files(folders: list[Path]) -> dict[str, Path]:
     return found
 
 
-def read_axiom_file(path: Path) -> Axiom:
+def read_axiom_file(path: str | Path) -> Axiom:
     """Parse and validate one spec file."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"axiom spec {path} is a folder; give a .toml spec file")
+    if not path.is_file():
+        raise SpecError(f"axiom spec {path} does not exist; give a .toml spec file or an axiom name")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise SpecError(f"axiom spec {path} cannot be read ({' '.join(str(error).split())})") from error
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start} cannot be decoded); save the spec as UTF-8") from error
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{path}: not valid TOML: {error}") from error
+        raise SpecError(f"{path}: not valid TOML: {' '.join(str(error).split())}") from error
     axiom = parse_axiom(raw, str(path))
     if axiom.name.upper() != path.stem.upper():
         raise _fail(str(path), "name", axiom.name, f"the file's own name, {path.stem!r}")
@@ -211,16 +234,16 @@ def read_axiom_file(path: Path) -> Axiom:
 
 def load_axiom(name_or_path: str | Path, folders: Iterable[str | Path] = (), **overrides: Any) -> Axiom:
     """Load an axiom by name (`"TFC1"`, case-insensitive) or spec path, with optional parameter overrides."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise SpecError(f"axiom {name_or_path!r} is neither an axiom name nor a spec path")
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"axiom spec {path} does not exist")
+    if path.suffix.lower() == ".toml" or path.is_file():
         axiom = read_axiom_file(path)
     else:
         files = _spec_files(axiom_folders(folders))
         key = str(name_or_path).upper()
         if key not in files:
-            raise KeyError(f"no axiom named {name_or_path!r}; known axioms: {', '.join(sorted(files))}")
+            raise SpecError(f"no axiom named {name_or_path!r}; known axioms: {', '.join(sorted(files))}")
         axiom = read_axiom_file(files[key])
     return with_overrides(axiom, overrides) if overrides else axiom
 
@@ -232,8 +255,8 @@ def list_axioms(folders: Iterable[str | Path] = ()) -> list[Axiom]:
 
 def with_overrides(axiom: Axiom, overrides: dict[str, Any]) -> Axiom:
     """Re-validate the spec with some parameters replaced; each key goes to the table that defines it."""
-    raw = json.loads(json.dumps(axiom.raw))
-    operation = raw["perturb"]["operation"]
+    raw = json.loads(json.dumps(axiom.raw or _raw_of(axiom)))
+    operation = axiom.perturb.operation
     tables: list[tuple[str | None, Callable[[str], bool]]] = [
         ("perturb", lambda key: key in OPERATORS[operation].params or key == "target"),
         ("baseline", lambda key: key in _BASELINE),
@@ -250,3 +273,15 @@ def with_overrides(axiom: Axiom, overrides: dict[str, Any]) -> Axiom:
         else:
             raw.setdefault(table, {})[key] = value
     return replace(parse_axiom(raw, f"{axiom.source} (with overrides {overrides})"), source=axiom.source)
+
+
+def _raw_of(axiom: Axiom) -> dict[str, Any]:
+    """The spec document of an Axiom built in code (without a parsed spec), for overriding it."""
+    perturb = {"operation": axiom.perturb.operation, "target": axiom.perturb.target, **axiom.perturb.params}
+    relevance = None if axiom.select.relevance is None else list(axiom.select.relevance)
+    select = {**vars(axiom.select), "relevance": relevance}
+    top = {key: getattr(axiom, key) for key in _TOP}
+    tables = {"perturb": perturb, "baseline": vars(axiom.baseline), "select": select}
+    return {key: value for key, value in top.items() if value is not None} | {
+        name: {key: value for key, value in table.items() if value is not None} for name, table in tables.items()
+    }

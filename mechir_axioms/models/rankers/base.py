@@ -166,6 +166,20 @@ class Ranker(ABC):
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the model being audited: kind, name, a hash of its config, and a digest of every
+        parameter's name, shape, dtype and leading values (cheap even for large models; different weights
+        of the same architecture give a different digest)."""
+        import hashlib
+
+        config = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
+        digest = hashlib.sha256()
+        for name, parameter in self.model.state_dict().items():
+            digest.update(f"{name}:{tuple(parameter.shape)}:{parameter.dtype}".encode())
+            digest.update(parameter.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+        return {"name": self.name, "kind": self.kind, "config_hash": config, "weights_digest": digest.hexdigest()[:16],
+                "parameters": sum(p.numel() for p in self.model.parameters())}
+
     @property
     def n_layers(self) -> int:
         return self.stack.n_layers

@@ -13,10 +13,22 @@ from ...core.errors import SettingsError
 from ..adapters import Stack, encoder_stack
 from ..hooks import Hooks, attached
 from ..layout import REGIONS, Layout, Place
+from ..weights import load_checked
 from .base import ModelInput, Ranker, Side, count_truncated, register_kind
 
 Pooling = Literal["cls", "mean"]
 Similarity = Literal["dot", "cosine"]
+
+ENCODER_ARCHITECTURES = ("Model", "ForMaskedLM", "ForPreTraining")
+"""Suffixes of the `architectures` names a bi-encoder claims: a plain encoder or a pre-training checkpoint."""
+UNUSED_OK = (
+    "position_ids", "pooler",  # buffers of older checkpoints; the pooler, which a bi-encoder never reads
+    "cls", "lm_head", "vocab_transform", "vocab_layer_norm", "vocab_projector",  # BERT, RoBERTa/MPNet, DistilBERT
+    "generator_predictions", "generator_lm_head", "discriminator_predictions", "head", "decoder",  # ELECTRA, ModernBERT
+)
+"""Weight-name components a bi-encoder may leave unused: pre-training heads, poolers and buffers, not a classifier."""
+MISSING_OK = ("position_ids", "pooler")
+"""Weight-name components a bi-encoder may lack: the pooler is not on its scoring path."""
 
 
 @register_kind
@@ -42,16 +54,22 @@ class BiEncoder(Ranker):
 
     @classmethod
     def claims(cls, config: Any, is_sentence_transformers: bool) -> bool:
-        """sentence-transformers models, and plain encoders that are neither classifiers nor T5."""
+        """sentence-transformers models, and configs whose `architectures` name a plain (non-T5) encoder.
+
+        Plain encoders are the `*Model` base classes and the pre-training checkpoints `*ForMaskedLM` and
+        `*ForPreTraining` (bert-base-uncased, an ELECTRA discriminator): their encoder is what a bi-encoder
+        pools. A config without `architectures` is claimed by no kind, so loading it needs an explicit kind=.
+        """
         if is_sentence_transformers:
             return True
         architectures = getattr(config, "architectures", None) or []
-        classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
-        return not classifier and config.model_type != "t5"
+        plain = any(name.endswith(ENCODER_ARCHITECTURES) for name in architectures)
+        return plain and config.model_type != "t5"
 
     @classmethod
     def load_model(cls, source: str, **load: Any) -> nn.Module:
-        return AutoModel.from_pretrained(source, **load)
+        """The base encoder; pooler, position-id buffers and pre-training heads may go unused (see UNUSED_OK)."""
+        return load_checked(AutoModel, source, cls.kind, unused_ok=UNUSED_OK, missing_ok=MISSING_OK, **load)
 
     def _stack(self) -> Stack:
         return encoder_stack(self.model)

@@ -13,6 +13,7 @@ from ...core.errors import ModelError
 from ..adapters import Stack, encoder_stack
 from ..hooks import Hooks, attached
 from ..layout import Layout, Place
+from ..weights import load_checked
 from .base import ModelInput, Ranker, count_truncated, register_kind
 
 
@@ -27,12 +28,21 @@ class CrossEncoder(Ranker):
 
     @classmethod
     def claims(cls, config: Any, is_sentence_transformers: bool) -> bool:
+        """Configs whose `architectures` name a `*ForSequenceClassification` model (not sentence-transformers)."""
         architectures = getattr(config, "architectures", None) or []
         return not is_sentence_transformers and any(name.endswith("ForSequenceClassification") for name in architectures)
 
     @classmethod
     def load_model(cls, source: str, **load: Any) -> nn.Module:
-        return AutoModelForSequenceClassification.from_pretrained(source, **load)
+        """The classifier; refused when its head (or any weight) is missing or it has neither 1 nor 2 labels."""
+        model = load_checked(AutoModelForSequenceClassification, source, cls.kind, labels=True, **load)
+        labels = model.config.num_labels
+        if labels not in (1, 2):
+            raise ModelError(
+                f"{source}: a cross-encoder needs 1 or 2 labels (one relevance logit, or not relevant/relevant), "
+                f"but config.json and the checkpoint give {labels}"
+            )
+        return model
 
     def _stack(self) -> Stack:
         labels = self.model.config.num_labels

@@ -12,6 +12,7 @@ from transformers import T5ForConditionalGeneration
 from ..adapters import Stack, t5_stack
 from ..hooks import Hooks, Site, attached
 from ..layout import Layout, Place
+from ..weights import load_checked
 from .base import ModelInput, Ranker, count_truncated, register_kind
 
 
@@ -36,7 +37,8 @@ class MonoT5(Ranker):
 
     @classmethod
     def load_model(cls, source: str, **load: Any) -> nn.Module:
-        return T5ForConditionalGeneration.from_pretrained(source, **load)
+        """The encoder-decoder with its LM head; refused when any weight (a decoder, an untied head) is missing."""
+        return load_checked(T5ForConditionalGeneration, source, cls.kind, **load)
 
     def _stack(self) -> Stack:
         return t5_stack(self.model.encoder)
