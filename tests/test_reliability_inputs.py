@@ -18,7 +18,8 @@ from mechir_axioms import DataError, MechirError, SpecError, load_axiom, load_da
 from mechir_axioms.perturb.operators import OPERATORS
 from mechir_axioms.perturb.terms import selector_names
 from mechir_axioms.specs.axiom import (
-    EXPECTATIONS, FILLS, TABLES, TARGETS, axiom_folders, list_axioms, read_axiom_file, with_overrides,
+    EXPECTATIONS, FILLS, TABLES, TARGETS, Axiom, Perturbation, axiom_folders, list_axioms, read_axiom_file,
+    with_overrides,
 )
 
 COLUMNS = ("qid", "query", "docno", "text", "relevance")
@@ -167,9 +168,11 @@ def test_missing_spec_path_is_a_spec_error(tmp_path):
         read_axiom_file(tmp_path)
 
 
-def test_overrides_on_a_spec_error_stay_spec_errors():
-    with pytest.raises(SpecError, match=r"TFC1 \(override\): field 'colour'"):
-        with_overrides(load_axiom("TFC1"), {"colour": "red"})
+def test_overrides_of_an_axiom_built_in_code_are_validated():
+    axiom = Axiom(name="MINE", title="t", citation="c", expect="increase", perturb=Perturbation("insert"))
+    assert with_overrides(axiom, {"count": 2}).perturb["count"] == 2
+    with pytest.raises(SpecError, match=r"MINE \(with overrides \{'count': 99\}\): field 'perturb.count' is 99"):
+        with_overrides(axiom, {"count": 99})
 
 
 # 7. Axiom folders that do not exist
@@ -266,6 +269,10 @@ SCALARS = (
 )
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
     st.sampled_from(KNOWN_KEYS) | st.text(max_size=4), inner, max_size=3), max_leaves=6)
+FIELD_VALUES = (
+    PLAUSIBLE | VALUES | st.lists(PLAUSIBLE, max_size=2)
+    | st.dictionaries(st.sampled_from(KNOWN_KEYS), PLAUSIBLE, max_size=2)
+)
 
 
 def toml_value(value) -> str:
@@ -301,15 +308,17 @@ def mutated_specs(draw) -> bytes:
     """A valid spec with keys set, replaced or deleted in random tables: mostly known keys and plausible values."""
     document = {"name": "MINE", "title": "t", "citation": "c", "expect": "increase", "perturb": {"operation": "insert"}}
     for _ in range(draw(st.integers(1, 5))):
-        table = draw(st.sampled_from(["", "perturb", "baseline", "select"]) | st.text(max_size=4))
-        key = draw(st.sampled_from(FIELDS.get(table, KNOWN_KEYS)) | st.sampled_from(KNOWN_KEYS) | st.text(max_size=4))
+        tables = [""] + [name for name, value in document.items() if isinstance(value, dict)]
+        table = draw(st.sampled_from(tables) | st.sampled_from(list(TABLES) + ["perturb"]) | st.text(max_size=4))
         target = document if not table else document.setdefault(table, {})
         if not isinstance(target, dict):
             continue
-        if draw(st.booleans()) and key in target:
+        present = sorted(target) or KNOWN_KEYS
+        key = draw(st.sampled_from(present) | st.sampled_from(FIELDS.get(table, KNOWN_KEYS)) | st.text(max_size=4))
+        if draw(st.integers(0, 3)) == 0 and key in target:
             del target[key]
         else:
-            target[key] = draw(PLAUSIBLE | VALUES)
+            target[key] = draw(FIELD_VALUES)
     return toml_document(document).encode("utf-8", "surrogatepass")
 
 
@@ -339,8 +348,10 @@ def test_fuzzed_spec_files_fail_as_one_sentence_spec_errors(fuzz_folder, content
 
 
 CELLS = (
-    st.none() | st.just(float("nan")) | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=6)
-    | st.lists(st.integers() | st.text(max_size=3), max_size=3) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+    st.none() | st.just(float("nan")) | st.booleans() | st.integers(-(2**70), 2**70) | st.floats()
+    | st.text(max_size=6) | st.sampled_from(["1", "2.0", " 3 ", "", " ", "high", "inf", "nan"])
+    | st.lists(st.integers() | st.text(max_size=3), max_size=3)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
 )
 MISSING = object()
 
@@ -386,3 +397,37 @@ def test_fuzzed_data_rows_fail_as_one_sentence_data_errors(fuzz_folder, records)
             load_data(frame)
         except Exception as error:  # noqa: BLE001
             check_data_error(error, "DataFrame")
+
+
+@pytest.mark.parametrize("text", [
+    GOOD_SPEC.replace('operation = "insert"', "operation = [1]"),
+    GOOD_SPEC.replace('operation = "insert"', "operation = {}"),
+])
+def test_fuzzer_finding_unhashable_operation_is_a_spec_error(tmp_path, text):
+    (tmp_path / "MINE.toml").write_text(text)
+    with pytest.raises(SpecError, match="field 'perturb.operation' is"):
+        load_axiom(tmp_path / "MINE.toml")
+
+
+def test_fuzzer_finding_key_with_a_newline_stays_on_one_line(tmp_path):
+    (tmp_path / "MINE.toml").write_text(GOOD_SPEC.replace("[perturb]", '"\\nodd" = 1\n[perturb]'))
+    with pytest.raises(SpecError) as error:
+        load_axiom(tmp_path / "MINE.toml")
+    assert "field '\\nodd' is 1" in one_sentence(error.value)
+
+
+def test_repeated_frame_columns_are_refused():
+    frame = pd.DataFrame([["q1", "q2", "cheap flights", "d1", "text", 1]],
+                         columns=["qid", "qid", "query", "docno", "text", "relevance"])
+    with pytest.raises(DataError, match=r"DataFrame: column\(s\) 'qid' appear more than once"):
+        load_data(frame)
+
+
+@pytest.mark.parametrize("change, column", [
+    ({"text": []}, "text"), ({"query": [1, 2]}, "query"), ({"qid": ["q"]}, "qid"), ({"relevance": float("inf")}, "relevance"),
+    ({"relevance": True}, "relevance"), ({"docno": None}, "docno"), ({"text": "\ud800"}, "text"),
+])
+def test_fuzzer_findings_in_cells_are_data_errors(tmp_path, change, column):
+    path = write_jsonl(tmp_path / "rows.jsonl", rows(change))
+    with pytest.raises(DataError, match=f"line 1, column '{column}' is"):
+        load_data(path)

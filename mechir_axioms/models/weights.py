@@ -68,13 +68,18 @@ def load_checked(
     unused_ok / missing_ok: weight-name components that may be unused / missing; labels: a shape mismatch in
     the first dimension of config.num_labels is told as a label-count mismatch."""
     try:
-        model, info = model_class.from_pretrained(source, output_loading_info=True, ignore_mismatched_sizes=True, **load)
+        model, info = model_class.from_pretrained(
+            source, output_loading_info=True, ignore_mismatched_sizes=True, **load
+        )
     except SafetensorError as error:
         path = _corrupt_file(source, load.get("subfolder", ""))
-        raise ModelError(f"{path}: the weights file is truncated or corrupt ({error}); download or save the model again") from error
+        raise ModelError(
+            f"{path}: the weights file is truncated or corrupt ({error}); download or save the model again"
+        ) from error
     except OSError as error:
         raise ModelError(f"cannot load the weights of model {source}: {first_line(error)}") from error
-    for key, saved, expected in sorted(info.get("mismatched_keys") or (), key=lambda item: (item[0].endswith("bias"), item[0])):
+    mismatched = sorted(info.get("mismatched_keys") or (), key=lambda item: (item[0].endswith("bias"), item[0]))
+    for key, saved, expected in mismatched:  # weights before biases: "classifier.weight holds 1" (rows)
         count = model.config.num_labels
         if labels and tuple(expected)[:1] == (count,) and tuple(saved)[1:] == tuple(expected)[1:]:
             raise ModelError(

@@ -70,7 +70,8 @@ def _decoded(path: Path, kind: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text (byte {error.start} is {raw[error.start]:#04x}); save it as UTF-8") from error
+        byte = raw[error.start]
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start} is {byte:#04x}); save it as UTF-8") from error
 
 
 def _parse_json(path: Path, text: str, kind: str, where: str) -> Any:
@@ -78,7 +79,8 @@ def _parse_json(path: Path, text: str, kind: str, where: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         at = f"line {error.lineno}, column {error.colno}" if where == "the file" else f"column {error.colno}"
-        raise DataError(f"{path}: cannot be read as {kind} ({where} is not valid JSON: {error.msg} at {at})") from error
+        problem = f"{where} is not valid JSON: {error.msg} at {at}"
+        raise DataError(f"{path}: cannot be read as {kind} ({problem})") from error
     except (ValueError, RecursionError) as error:  # e.g. an integer of too many digits, or nesting too deep
         raise DataError(f"{path}: cannot be read as {kind} ({where} is not valid JSON: {_one_line(error)})") from error
 
@@ -116,7 +118,9 @@ def _json_document(path: Path, text: str) -> tuple[pd.DataFrame, str]:
         except (ValueError, TypeError) as error:  # columns of different lengths
             raise DataError(f"{path}: its columns cannot form a table ({_one_line(error)})") from error
     else:
-        raise DataError(f"{path}: holds a JSON {_json_kind(document)} of the wrong shape; give a list of row objects (or use .jsonl)")
+        raise DataError(
+            f"{path}: holds a JSON {_json_kind(document)} of the wrong shape; give a list of row objects (or use .jsonl)"
+        )
     return frame.set_axis(range(1, len(frame) + 1)), "data row"
 
 
@@ -191,7 +195,9 @@ def _read_ir_datasets(dataset_id: str) -> pd.DataFrame:
     try:
         import ir_datasets
     except ImportError as error:
-        raise DataError(f"{source}: ir_datasets is not installed; pip install ir_datasets, or pass a JSONL/TSV/Parquet export") from error
+        raise DataError(
+            f"{source}: ir_datasets is not installed; pip install ir_datasets, or pass a JSONL/TSV/Parquet export"
+        ) from error
     try:
         dataset = ir_datasets.load(dataset_id)
     except KeyError as error:
@@ -272,7 +278,7 @@ def validate(frame: pd.DataFrame, source: str, rows: str = "row") -> pd.DataFram
     """
     if len(frame) == 0:
         raise DataError(f"{source}: no rows; give at least one judged query-document pair")
-    repeated = sorted({str(column) for column in frame.columns[frame.columns.duplicated()]})
+    repeated = sorted({_one_line(repr(column), 40) for column in frame.columns[frame.columns.duplicated()]})
     if repeated:
         raise DataError(f"{source}: column(s) {', '.join(repeated)} appear more than once; give each column once")
     missing = [column for column in COLUMNS if column not in frame.columns]
@@ -288,7 +294,9 @@ def validate(frame: pd.DataFrame, source: str, rows: str = "row") -> pd.DataFram
             value = _identifier(cells[column][position])
             if value is None or not _unicode(value):
                 shown = _show(cells[column][position])
-                raise DataError(f"{source}: {rows} {label}, column '{column}' is {shown}; it must be an id (text or an integer)")
+                raise DataError(
+                    f"{source}: {rows} {label}, column '{column}' is {shown}; it must be an id (text or an integer)"
+                )
             if not value.strip():
                 raise DataError(f"{source}: {rows} {label} has an empty {column}")
             clean[column].append(value)
@@ -297,7 +305,8 @@ def validate(frame: pd.DataFrame, source: str, rows: str = "row") -> pd.DataFram
             if not isinstance(value, str) or not _unicode(value):
                 raise DataError(f"{source}: {rows} {label}, column '{column}' is {_show(value)}; it must be text")
             if not value.strip():
-                raise DataError(f"{source}: {rows} {label} (qid {clean['qid'][position]}) has an empty {column}")
+                qid = _one_line(clean["qid"][position], 40)
+                raise DataError(f"{source}: {rows} {label} (qid {qid}) has an empty {column}")
             clean[column].append(value)
         grade = _grade(cells["relevance"][position])
         if grade is None:

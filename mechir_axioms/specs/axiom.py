@@ -117,6 +117,7 @@ class Axiom:
 
 
 def _fail(source: str, where: str, value: Any, allowed: str) -> SpecError:
+    where = where if where.isprintable() else repr(where)[1:-1]  # a key with a newline stays on one line
     return SpecError(f"{source}: field '{where}' is {value!r}; allowed: {allowed}")
 
 
@@ -272,7 +273,7 @@ def with_overrides(axiom: Axiom, overrides: dict[str, Any]) -> Axiom:
             raw[key] = value
         else:
             raw.setdefault(table, {})[key] = value
-    return replace(parse_axiom(raw, f"{axiom.source} (with overrides {overrides})"), source=axiom.source)
+    return replace(parse_axiom(raw, f"{axiom.source or axiom.name} (with overrides {overrides})"), source=axiom.source)
 
 
 def _raw_of(axiom: Axiom) -> dict[str, Any]:
