@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mechir_axioms import Variant, audit, load_audit, load_axiom, load_ranker, make_pairs, patch_variants
+from mechir_axioms import SettingsError, Variant, audit, load_audit, load_axiom, load_ranker, make_pairs, patch_variants
 from mechir_axioms.cli import main
 from mechir_axioms.models.layout import REGIONS
 
@@ -176,7 +176,7 @@ def test_audit_is_deterministic_for_a_seed(tiny_double, tiny_audit):
 
 def test_existing_folder_needs_resume_and_same_settings(tiny, tiny_audit):
     ranker, _ = tiny("bert", "bi")
-    with pytest.raises(FileExistsError, match="already holds an audit; pass --resume"):
+    with pytest.raises(SettingsError, match="already holds an audit; pass --resume"):
         audit(ranker, ["TFC1", "LNC1"], n=24, seed=3, folder=tiny_audit.folder, progress=False)
     with pytest.raises(ValueError, match="its settings differ \\(n was 24, now 25"):
         audit(ranker, ["TFC1", "LNC1"], n=25, seed=3, method="exact", examples=1, stability=3,
