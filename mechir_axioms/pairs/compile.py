@@ -132,6 +132,7 @@ def make_pairs(
     idf_table = resolve_idf(idf, list(dict.fromkeys(frame["text"])))
     vocabulary = vocabulary_of(ranker)
     target = axiom.perturb.target
+    follows_space = ranker.changed_text_follows_space(target)
     dropped: Counter[str] = Counter()
     candidates = _selected(frame, axiom, dropped)
     strata = candidates.groupby(stratify, sort=True) if stratify else [(None, candidates)]
@@ -152,7 +153,7 @@ def make_pairs(
                 row = group.loc[index]
                 context = TermContext(
                     row["query"], row["text"], idf_table, vocabulary,
-                    random.Random(f"{seed}:{row['qid']}:{row['docno']}"), axiom.baseline.filler,
+                    random.Random(f"{seed}:{row['qid']}:{row['docno']}"), axiom.baseline.filler, follows_space,
                 )
                 try:
                     filling = Filling(context, axiom.baseline.fill, pad_token, axiom.baseline.term)

@@ -48,8 +48,10 @@ class Filling:
         return self.fill == "mask"
 
     def like(self, text: str, first: bool = False) -> str:
-        """Filler words (or masked padding) with as many wordpieces as `text` (opening the text, if first)."""
-        return self.pieces(self.context.vocabulary.length(text, first))
+        """Filler words (or masked padding) with as many wordpieces as `text` (opening the text, if first: then
+        tokenized as the model input has it, fresh or after a prompt's space)."""
+        opening = first and not self.context.opening_follows_space
+        return self.pieces(self.context.vocabulary.length(text, opening))
 
     def pieces(self, count: int) -> str:
         if self.fill == "mask":

@@ -176,6 +176,7 @@ class TermContext:
     vocabulary: Vocabulary
     rng: random.Random
     filler: str
+    opening_follows_space: bool = False  # the changed text follows a space in the model input ("Document: ...")
 
     @cached_property
     def terms(self) -> list[str]:

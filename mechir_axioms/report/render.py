@@ -14,6 +14,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from ..analysis.findings import strongest_first
+from ..models.rankers import RANKER_KINDS
 from ..core.errors import SpecError
 from ..specs.axiom import Axiom, parse_axiom
 
@@ -31,6 +32,14 @@ class Audit(Protocol):
 
 CELL = 22
 FLAGGED_SHOWN = 12
+
+
+def kind_title(kind: str | None) -> str:
+    """The ranker kind in words ("bi-encoder ranker", "pointwise LLM reranker"); the bare kind if unregistered."""
+    ranker = RANKER_KINDS.get(kind or "")
+    if ranker is None:
+        return f"{kind} ranker"
+    return ranker.title if ranker.title.endswith("reranker") else f"{ranker.title} ranker"
 
 
 def _pvalue(value: float) -> str:
@@ -218,7 +227,7 @@ def render(audit: Audit) -> str:
     package = resources.files("mechir_axioms.report") / "templates"
     data = json.dumps(plot_data, separators=(",", ":")).replace("<", "\\u003c")
     return _environment().get_template("report.html.j2").render(
-        axioms=audit.axioms.to_dict("records"), sections=sections, settings=settings, model=model,
+        axioms=audit.axioms.to_dict("records"), sections=sections, settings=settings, model=model, model_title=kind_title(model.get("kind")),
         manifest=audit.manifest, provenance=provenance, scale=scale, cell_scale=cell_scale,
         n_tests=int(audit.heads["p_value"].notna().sum()), n_cell_tests=int(audit.cells["p_value"].notna().sum()),
         css=Markup((package / "report.css").read_text()), js=Markup((package / "report.js").read_text()),

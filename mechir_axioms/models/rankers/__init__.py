@@ -10,5 +10,9 @@ from .base import RANKER_KINDS, ModelInput, Ranker, register_kind
 from .bi import BiEncoder
 from .cross import CrossEncoder
 from .t5 import MonoT5
+from .llm import LLMReranker
+from .sparse import SparseEncoder
+from .late import LateInteraction
 
-__all__ = ["RANKER_KINDS", "BiEncoder", "CrossEncoder", "ModelInput", "MonoT5", "Ranker", "register_kind"]
+__all__ = ["RANKER_KINDS", "BiEncoder", "CrossEncoder", "LateInteraction", "LLMReranker", "ModelInput", "MonoT5", "Ranker",
+           "SparseEncoder", "register_kind"]

@@ -8,6 +8,7 @@ pair share) is a method here that each kind overrides.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -18,10 +19,11 @@ import torch
 from torch import nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from ...core.errors import SettingsError
-from ..adapters import Stack
+from ...core.errors import ModelError, SettingsError
+from ..adapters import Architecture, Stack, architecture_of
+from ..folder import ModelFolder
 from ..hooks import Hooks, Site, caching_hooks, hook_items, use_hooked_attention
-from ..layout import REGIONS, Layout
+from ..layout import ALIGNED_FIELDS, REGIONS, Encoded, Layout, encodings
 
 Side = Literal["document", "query"]
 
@@ -72,12 +74,18 @@ class Ranker(ABC):
     """A neural ranker with TransformerLens-style hook points over its real Hugging Face model."""
 
     kind: ClassVar[str]
+    title: ClassVar[str] = "ranker"
+    """What the kind is, in words, for reports ("bi-encoder", "pointwise LLM reranker")."""
     options: ClassVar[frozenset[str]] = frozenset({"max_length", "batch_size", "device", "dtype"})
     """The keyword options `load_ranker` accepts for this kind."""
     regions: ClassVar[tuple[str, ...]] = REGIONS
     """The token regions this kind's hooked sequence has (see models.layout.REGIONS)."""
     patchable_sides: ClassVar[tuple[str, ...]] = ("document", "query")
     """Which side of a pair may be perturbed when the pairs are patched."""
+    published_max_length: ClassVar[int | None] = None
+    """The input length the kind's models were published with, for architectures without a positional limit."""
+    architectures: ClassVar[frozenset[Architecture]] = frozenset({"encoder"})
+    """The kinds of transformer (see models.adapters.ADAPTERS) this kind runs on."""
 
     def __init__(
         self,
@@ -93,6 +101,8 @@ class Ranker(ABC):
         self.max_length = max_length
         self.batch_size = batch_size
         use_hooked_attention(self.model)
+        self.input_fields = model_input_fields(self.model)
+        self._ensure_pad_token()
         self.stack = self._stack()
         self.sites: dict[str, Site] = self._sites()
 
@@ -120,15 +130,32 @@ class Ranker(ABC):
 
     @classmethod
     @abstractmethod
-    def claims(cls, config: Any, is_sentence_transformers: bool) -> bool:
-        """Is a model with this config (and sentence-transformers set-up, or not) a ranker of this kind?"""
+    def claims(cls, folder: ModelFolder) -> bool:
+        """Is this model (its config and sentence-transformers modules, if any) a ranker of this kind?"""
+
+    @classmethod
+    def folder_options(cls, folder: ModelFolder) -> dict[str, Any]:
+        """Options the model's own files declare (pooling, normalisation, prompts); explicit options win."""
+        return {}
 
     @classmethod
     @abstractmethod
     def load_model(cls, source: str, **load: Any) -> nn.Module:
         """The Hugging Face model of this kind from a folder or Hub id."""
 
-    def unchanged_side(self, target: str, items: Sequence[tuple[str, str]]) -> BatchEncoding | None:
+    def encode_untruncated(self, arguments: Sequence[Sequence[str]]) -> list[Encoded]:
+        """Each input's tokenizer arguments (a Layout's) tokenized exactly as the model reads them, untruncated."""
+        columns = [list(column) for column in zip(*arguments)]
+        return encodings(self.tokenizer(*columns, truncation=False, return_offsets_mapping=True), self.input_fields)
+
+    def changed_text_follows_space(self, target: str) -> bool:
+        """Does the changed text follow a space in this kind's input (a prompt's "Document: "), so that its first
+        word is tokenized as a word inside a text rather than as the opening of one? Read off the layout."""
+        layout = self.layout(target, "query", "document", "changed")
+        text, start = layout.arguments[layout.changed.sequence], layout.changed.start
+        return start > 0 and text[start - 1].isspace()
+
+    def unchanged_side(self, target: str, items: Sequence[tuple[str, str]]) -> list[Encoded] | None:
         """The separately encoded side that a pair does not change (a bi-encoder's query), or None."""
         return None
 
@@ -148,6 +175,22 @@ class Ranker(ABC):
                 f"{' or '.join(repr(side) for side in self.patchable_sides)}"
             )
 
+    def _ensure_pad_token(self) -> None:
+        """Give a tokenizer without a pad token (Llama's, Mistral's) one to pad batches with: the config's
+        pad_token_id where it names one, else the unknown token (as RankLlama does), else EOS. Padding never
+        reaches a score: it is masked out, and scores are read at the last token the attention mask keeps."""
+        if self.tokenizer.pad_token is not None:
+            return
+        known = getattr(self.model.config, "pad_token_id", None)
+        if isinstance(known, int) and 0 <= known < len(self.tokenizer):
+            self.tokenizer.pad_token = self.tokenizer.convert_ids_to_tokens(known)
+            return
+        chosen = self.tokenizer.unk_token or self.tokenizer.eos_token
+        if chosen is None:
+            raise ModelError(f"{self.name}: its tokenizer has no pad, unknown or end-of-text token to pad batches "
+                             "with; set tokenizer.pad_token")
+        self.tokenizer.pad_token = chosen
+
     # --- placement --------------------------------------------------------------------------------
     def place(self, inputs: ModelInput) -> ModelInput:
         """The one way a model input reaches the model: every tensor moved to the ranker's device."""
@@ -161,6 +204,11 @@ class Ranker(ABC):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def is_decoder(self) -> bool:
+        """A decoder-only model: causal attention, so the last token is the one that has read the whole input."""
+        return architecture_of(self.model.config.model_type) == "decoder"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -198,13 +246,15 @@ class Ranker(ABC):
         return list(self.sites)
 
     def _encode(self, *texts: Sequence[str], truncation: bool | str = True) -> BatchEncoding:
-        return self.tokenizer(
-            *texts,
-            padding=True,
-            truncation=truncation,
-            max_length=self.max_length,
-            return_tensors="pt",
-        ).to(self.device)
+        tokens = self.tokenizer(*texts, padding=True, truncation=truncation, max_length=self.max_length,
+                                return_tensors="pt")
+        return self.fields_only(tokens).to(self.device)
+
+    def fields_only(self, tokens: BatchEncoding) -> BatchEncoding:
+        """The tokenizer outputs the model takes (a decoder has no token_type_ids), keeping the encodings."""
+        for key in [key for key in tokens if key not in self.input_fields]:
+            del tokens[key]
+        return tokens
 
     def score(self, queries: Sequence[str], documents: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
         """Score query-document pairs, batched by similar length with padding to each batch's longest input."""
@@ -265,6 +315,12 @@ class Ranker(ABC):
             f"{type(self).__name__}({self.name!r}, layers={self.n_layers}, heads={self.n_heads}, "
             f"max_length={self.max_length}, device={self.device}, dtype={self.dtype})"
         )
+
+
+def model_input_fields(model: nn.Module) -> tuple[str, ...]:
+    """The tokenizer outputs (of input_ids, attention_mask, token_type_ids) that the model's forward takes."""
+    parameters = inspect.signature(model.forward).parameters
+    return tuple(key for key in ALIGNED_FIELDS if key in parameters)
 
 
 RANKER_KINDS: dict[str, type[Ranker]] = {}

@@ -10,8 +10,9 @@ from torch import nn
 from transformers import T5ForConditionalGeneration
 
 from ..adapters import Stack, t5_stack
+from ..folder import ModelFolder
 from ..hooks import Hooks, Site, attached
-from ..layout import Layout, Place
+from ..layout import Layout, template_place
 from ..weights import load_checked
 from .base import ModelInput, Ranker, count_truncated, register_kind
 
@@ -24,6 +25,9 @@ class MonoT5(Ranker):
     """
 
     kind = "t5"
+    title = "monoT5 (encoder-decoder)"
+    architectures = frozenset({"encoder-decoder"})
+    published_max_length = 512  # monoT5's input length; T5 itself has no positional limit
     prompt = "Query: {query} Document: {document} Relevant:"
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -32,8 +36,8 @@ class MonoT5(Ranker):
         self.label_ids = torch.tensor([true_id, false_id])
 
     @classmethod
-    def claims(cls, config: Any, is_sentence_transformers: bool) -> bool:
-        return not is_sentence_transformers and config.model_type == "t5"
+    def claims(cls, folder: ModelFolder) -> bool:
+        return folder.modules is None and folder.config.model_type == "t5"
 
     @classmethod
     def load_model(cls, source: str, **load: Any) -> nn.Module:
@@ -53,13 +57,9 @@ class MonoT5(Ranker):
 
     def layout(self, target: str, query: str, document: str, changed: str) -> Layout:
         texts = {"query": query, "document": document, target: changed}
-        prompt = self.prompt.format(**texts)
-
-        def place(name: str) -> Place:
-            start = len(self.prompt.split("{" + name + "}")[0].format(**texts))
-            return Place(0, start, start + len(texts[name]))
-
-        return Layout([prompt], place(target), place("query" if target == "document" else "document"))
+        other = "query" if target == "document" else "document"
+        return Layout([self.prompt.format(**texts)], template_place(self.prompt, texts, target),
+                      template_place(self.prompt, texts, other))
 
     def forward(self, inputs: ModelInput, hooks: Hooks | None = None, context: Any = None) -> torch.Tensor:
         inputs = self.place(inputs)

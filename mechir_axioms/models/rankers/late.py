@@ -1,0 +1,222 @@
+"""Late interaction (ColBERT): token vectors per side, scored by MaxSim.
+
+Each token's last hidden state goes through the checkpoint's linear projection and is L2-normalised; the
+score is the sum over query vectors of the best cosine with any document vector. Inputs are built as PyLate
+builds them: a marker token ("[Q] " or "[D] ") after [CLS], queries padded to `query_length` with [MASK]
+(expansion tokens that are encoded, scored, and by default not attended to), and documents whose padding
+and punctuation (the skiplist) are left out of the scoring but not out of the encoder's input.
+
+Two checkpoint layouts are read: PyLate's (a sentence-transformers folder with a Dense module) and the
+Stanford `colbert-ir` one (`HF_ColBERT` in config.json, `bert.*` and `linear.weight` in one weights file,
+settings in artifact.metadata). Stanford's tokenizer writes its marker over the "." of ". " + text at
+position 1, which gives the same tokens as PyLate's insertion after [CLS].
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModel, BatchEncoding
+
+from ...core.errors import ModelError, SettingsError
+from ..files import model_file
+from ..folder import ModelFolder, sentence_transformers_modules
+from ..hooks import Hooks
+from ..layout import Encoded, Layout, Place
+from ..weights import load_checked
+from .base import ModelInput, Ranker, Side, count_truncated, register_kind
+from .bi import MISSING_OK, UNUSED_OK, BiEncoder
+
+LATE_MODULES = ("Transformer", "Dense")
+PROJECTION = "colbert_projection"
+"""The name under which the checkpoint's projection is attached to the HF model (so it moves and casts with it)."""
+_PYLATE_OPTIONS = {
+    "query_prefix": "query_marker", "document_prefix": "document_marker", "query_length": "query_length",
+    "document_length": "document_length", "do_query_expansion": "query_expansion",
+    "attend_to_expansion_tokens": "attend_to_expansion", "skiplist_words": "skiplist",
+}
+"""config_sentence_transformers.json key of a PyLate checkpoint -> this kind's option."""
+
+
+STANFORD_ARCHITECTURE = "HF_ColBERT"
+_STANFORD_OPTIONS = {
+    "query_token_id": "query_marker", "doc_token_id": "document_marker", "query_maxlen": "query_length",
+    "doc_maxlen": "document_length", "attend_to_mask_tokens": "attend_to_expansion",
+}
+"""artifact.metadata key of a Stanford ColBERT checkpoint -> this kind's option."""
+
+
+def _projection(source: str, path: str) -> nn.Linear:
+    """The projection as a bias-free nn.Linear: PyLate's Dense module in `path`, or (path "") the `linear`
+    weights of a Stanford checkpoint."""
+    config = (ModelFolder(source, None).read(f"{path}/config.json") or {}) if path else {}
+    activation = config.get("activation_function", "torch.nn.modules.linear.Identity")
+    if not str(activation).endswith("Identity") or config.get("use_residual"):
+        raise ModelError(f"{source}/{path}/config.json: a ColBERT projection with activation {activation!r} or a "
+                         "residual is not supported; PyLate's default is a plain linear map")
+    prefix = f"{path}/" if path else ""
+    weights_file = model_file(source, f"{prefix}model.safetensors") or model_file(source, f"{prefix}pytorch_model.bin")
+    if weights_file is None:
+        raise ModelError(f"{source}/{path}: the ColBERT projection has no weights (model.safetensors)")
+    if weights_file.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(weights_file)
+    else:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    weight = state.get("linear.weight")
+    if weight is None:
+        raise ModelError(f"{weights_file}: expected the projection's 'linear.weight', found {', '.join(state)}")
+    if config.get("bias") or "linear.bias" in state:
+        raise ModelError(f"{weights_file}: a ColBERT projection with a bias is not supported")
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    linear.weight.data.copy_(weight)
+    return linear
+
+
+@register_kind
+class LateInteraction(BiEncoder):
+    """ColBERT: sum over query tokens of the max over document tokens of the cosine of projected token vectors.
+
+    Hooks address the document encoder, as for a bi-encoder; the query side is computed once per batch.
+    """
+
+    kind = "late"
+    title = "late-interaction (ColBERT)"
+    options = Ranker.options | set(_PYLATE_OPTIONS.values())
+    architectures = frozenset({"encoder"})
+
+    def __init__(self, *args: Any, query_marker: str = "[Q] ", document_marker: str = "[D] ", query_length: int = 32,
+                 document_length: int | None = None, query_expansion: bool = True, attend_to_expansion: bool = False,
+                 skiplist: Sequence[str] = tuple(string.punctuation), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.pooling = "tokens"
+        if PROJECTION not in dict(self.model.named_children()):
+            raise ModelError(f"{self.name}: a late-interaction ranker needs its projection; load it with load_ranker")
+        self.markers = {"query": self._marker_id(query_marker), "document": self._marker_id(document_marker)}
+        for name, value in (("query_length", query_length), ("document_length", document_length)):
+            if value is not None and (not isinstance(value, int) or value < 3):
+                raise SettingsError(f"{name} must be an integer of at least 3 (CLS, marker, SEP), got {value!r}")
+        self.query_length = query_length
+        self.max_length = min(document_length or self.max_length, self.max_length)
+        self.query_expansion, self.attend_to_expansion = bool(query_expansion), bool(attend_to_expansion)
+        skip = {word: self.tokenizer.convert_tokens_to_ids(word) for word in skiplist}
+        self.skiplist = torch.tensor(sorted({i for i in skip.values() if i != self.tokenizer.unk_token_id}),
+                                     dtype=torch.long)
+
+    def _marker_id(self, marker: str) -> int:
+        ids = self.tokenizer.convert_tokens_to_ids([marker])
+        if not ids or ids[0] is None or ids[0] == self.tokenizer.unk_token_id:
+            raise SettingsError(f"marker {marker!r} is not a token of this tokenizer; ColBERT checkpoints add their "
+                                "query and document markers to the vocabulary")
+        return ids[0]
+
+    @classmethod
+    def claims(cls, folder: ModelFolder) -> bool:
+        """A PyLate folder (a Transformer and a Dense projection, with ColBERT's query/document settings) or a
+        Stanford ColBERT checkpoint (`HF_ColBERT`)."""
+        if folder.modules is None:
+            return STANFORD_ARCHITECTURE in folder.architectures
+        declared = "query_length" in folder.st_config or folder.st_config.get("similarity_fn_name") == "MaxSim"
+        return folder.module_types == LATE_MODULES and declared
+
+    @classmethod
+    def folder_options(cls, folder: ModelFolder) -> dict[str, Any]:
+        """The markers, lengths, query expansion and skiplist the checkpoint declares (PyLate's
+        config_sentence_transformers.json, or Stanford's artifact.metadata)."""
+        if folder.modules is not None:
+            return {option: folder.st_config[key] for key, option in _PYLATE_OPTIONS.items() if key in folder.st_config}
+        metadata = folder.read("artifact.metadata") or {}
+        options = {option: metadata[key] for key, option in _STANFORD_OPTIONS.items() if key in metadata}
+        if "mask_punctuation" in metadata:
+            options["skiplist"] = list(string.punctuation) if metadata["mask_punctuation"] else []
+        if metadata.get("similarity", "cosine") != "cosine":
+            raise ModelError(f"{folder.source}/artifact.metadata: similarity {metadata['similarity']!r} is not "
+                             "supported; ColBERT's MaxSim here is over cosines")
+        return options
+
+    @classmethod
+    def load_model(cls, source: str, **load: Any) -> nn.Module:
+        """The encoder, with the checkpoint's projection attached as a child module."""
+        modules = sentence_transformers_modules(source)
+        dense = next((path for kind, path in modules[0] if kind == "Dense"), None) if modules else ""
+        if dense is None:
+            raise ModelError(f"{source}: a late-interaction (ColBERT) model needs a PyLate folder with a Dense module")
+        unused = UNUSED_OK if dense else (*UNUSED_OK, "linear")  # Stanford keeps the projection beside the encoder
+        model = load_checked(AutoModel, source, cls.kind, unused_ok=unused, missing_ok=MISSING_OK, **load)
+        projection = _projection(source, dense).to(model.dtype)
+        model.add_module(PROJECTION, projection)
+        return model
+
+    # --- tokenization, as PyLate builds ColBERT inputs ------------------------------------------------------
+    def encode_side(self, texts: Sequence[str], side: Side) -> BatchEncoding:
+        """[CLS] marker text [SEP], truncated to the side's length; queries padded with [MASK] to query_length."""
+        expand = side == "query" and self.query_expansion
+        length = self.query_length if side == "query" else self.max_length
+        tokens = self.tokenizer(list(texts), padding="max_length" if expand else True, truncation=True,
+                                max_length=length - 1, return_tensors="pt")
+        tokens = self.fields_only(tokens)
+        for key in list(tokens.keys()):
+            fill = self.markers[side] if key == "input_ids" else int(key == "attention_mask")
+            column = torch.full_like(tokens[key][:, :1], fill)
+            tokens[key] = torch.cat([tokens[key][:, :1], column, tokens[key][:, 1:]], dim=1)
+        if expand:
+            padding = tokens["input_ids"] == self.tokenizer.pad_token_id
+            tokens["input_ids"] = tokens["input_ids"].masked_fill(padding, self.tokenizer.mask_token_id)
+            if self.attend_to_expansion:
+                tokens["attention_mask"] = torch.ones_like(tokens["attention_mask"])
+        return tokens.to(self.device)
+
+    def tokenize(self, queries: Sequence[str], documents: Sequence[str]) -> ModelInput:
+        query_tokens, tokens = self.encode_side(queries, "query"), self.encode_side(documents, "document")
+        truncated = count_truncated(query_tokens) + count_truncated(tokens)
+        return ModelInput(tokens, query_tokens, truncated)
+
+    def encode_untruncated(self, arguments: Sequence[Sequence[str]]) -> list[Encoded]:
+        """Documents with the marker after [CLS] (a token from no text), untruncated, with offsets."""
+        batch = self.tokenizer([text for text, in arguments], truncation=False, return_offsets_mapping=True)
+        results = []
+        for index, item in enumerate(batch.encodings):
+            fields = {key: list(batch[key][index]) for key in self.input_fields if key in batch}
+            for key, values in fields.items():
+                values.insert(1, self.markers["document"] if key == "input_ids" else int(key == "attention_mask"))
+            offsets, sequence_ids = list(item.offsets), list(item.sequence_ids)
+            results.append(Encoded(fields["input_ids"], offsets[:1] + [(0, 0)] + offsets[1:],
+                                   sequence_ids[:1] + [None] + sequence_ids[1:], fields))
+        return results
+
+    def layout(self, target: str, query: str, document: str, changed: str) -> Layout:
+        return Layout([changed], Place(0, 0, len(changed)), None)
+
+    def unchanged_side(self, target: str, items: Sequence[tuple[str, str]]) -> list[Encoded]:
+        """The queries, expanded as the model reads them (pairs of a late ranker change the document)."""
+        tokens = self.encode_side([query for query, _ in items], "query").to("cpu")
+        rows = [{key: value[index].tolist() for key, value in tokens.items()} for index in range(len(items))]
+        return [Encoded(row["input_ids"], [], [], row) for row in rows]
+
+    # --- scoring --------------------------------------------------------------------------------------------
+    def embed(self, tokens: BatchEncoding, hooks: Hooks | None = None, side: Side = "document") -> Any:
+        """(unit token vectors [batch, pos, dim], which of them are scored [batch, pos])."""
+        tokens = tokens.to(self.device)
+        hidden = self.hidden(tokens, hooks)
+        vectors = nn.functional.normalize(getattr(self.model, PROJECTION)(hidden), p=2, dim=-1)
+        attended = tokens["attention_mask"] > 0
+        if side == "query":
+            scored = torch.ones_like(attended) if self.query_expansion else attended
+        else:
+            skip = torch.isin(tokens["input_ids"], self.skiplist.to(attended.device))
+            scored = attended & ~skip
+        return vectors, scored
+
+    def compare(self, query: Any, document: Any) -> torch.Tensor:
+        """MaxSim: per query vector the best cosine over scored document vectors, summed over scored query vectors."""
+        (q_vectors, q_scored), (d_vectors, d_scored) = query, document
+        similarity = torch.einsum("bqd,bkd->bqk", q_vectors, d_vectors)
+        similarity = similarity.masked_fill(~d_scored.unsqueeze(1), float("-inf"))
+        best = similarity.amax(-1).masked_fill(~q_scored, 0.0)
+        return best.sum(-1)
+
