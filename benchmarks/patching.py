@@ -228,6 +228,11 @@ def bench_modern(label: str, args, scratch: Path) -> dict:
         "ratio_to_mechir": {},
         "max_abs_difference": {
             "exact_vs_naive_heads (float32)": float(np.nanmax(np.abs(effects["exact_heads"] - effects["naive_heads"]))),
+            # effects are (patched - receiver) / (donor - receiver): times |delta| they are patched-score gaps,
+            # which random weights' near-ties do not inflate
+            "exact_vs_naive_heads, patched scores (float32)": float(np.nanmax(
+                np.abs(effects["exact_heads"] - effects["naive_heads"])
+                * np.abs(pairs.score(ranker)["delta"].to_numpy()).reshape(-1, 1, 1))),
         },
         "spearman_attribution_vs_exact": {
             "heads": _spearman(_mean(effects["attribution_heads"]), _mean(effects["exact_heads"])),

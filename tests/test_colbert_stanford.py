@@ -73,7 +73,7 @@ def test_stanford_checkpoint_scores_as_colbert_does(stanford_path, colbert_path,
         assert (ranker.score(queries, documents) - reference).abs().max() <= 1e-4
     # the same weights in PyLate's layout, told to use Stanford's markers and lengths, score the same
     pylate = load_ranker(colbert_path, query_marker="[unused0]", document_marker="[unused1]",
-                         document_length=DOC_MAXLEN)
+                         max_length=DOC_MAXLEN)
     with pytest.warns(UserWarning, match="truncated"):
         assert (pylate.score(queries, documents) - reference).abs().max() <= 1e-4
 

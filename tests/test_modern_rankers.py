@@ -95,12 +95,31 @@ def llm_reference(model, tokenizer, queries, documents, template=QWEN3_RERANKER_
 
 
 def cross_reference(model, tokenizer, queries, documents):
-    """RankLlama's input, scored by HF's own head (the last non-pad token)."""
+    """RankLlama's input, scored by HF's own head at the closing </s>: HF's head reads the last token whose id
+    is not config.pad_token_id, which is the </s> unless the pad id is EOS (the qwen3 fixture). There the head
+    is applied by hand to the last real token, where HF reads a single unpadded pair whose config names no pad."""
     batch = tokenizer([f"query: {query}" for query in queries],
                       [f"document: {document}{tokenizer.eos_token}" for document in documents],
                       padding=True, return_tensors="pt")
     with torch.no_grad():
-        return model(**batch).logits[:, 0], batch
+        if model.config.pad_token_id != tokenizer.eos_token_id:
+            return model(**batch).logits[:, 0], batch
+        hidden = model.base_model(**batch).last_hidden_state
+        lengths = batch["attention_mask"].sum(1)
+        right = tokenizer.padding_side == "right"
+        positions = lengths - 1 if right else torch.full_like(lengths, hidden.shape[1] - 1)
+        return model.score(hidden[torch.arange(len(queries)), positions])[:, 0], batch
+
+
+def test_hf_head_skips_the_closing_eos_when_it_is_the_pad(cross, sample):
+    """Why the ranker reads the last token itself: with pad id == EOS, HF's head skips RankLlama's </s>."""
+    _, model, tokenizer, _ = cross("qwen3", None)
+    assert model.config.pad_token_id == tokenizer.eos_token_id
+    queries, documents = sample
+    ours, batch = cross_reference(model, tokenizer, queries, documents)
+    with torch.no_grad():
+        hf = model(**batch).logits[:, 0]
+    assert (ours - hf).abs().max() > 1e-3
 
 
 def last_token(model, tokenizer, texts):

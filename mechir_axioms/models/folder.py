@@ -6,6 +6,7 @@ chains, the options its files declare), so that loading itself knows nothing abo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,27 @@ class ModelFolder:
     def read(self, filename: str) -> Any:
         """One of the model's JSON files (None when absent)."""
         return read_json(self.source, filename)
+
+    def prompt_options(self) -> dict[str, str]:
+        """`query_prefix`/`document_prefix` from sentence-transformers' `prompts`: the "query" and "document"
+        prompts, or the default prompt for queries; prompts named otherwise (E5-Mistral's per-task ones) are
+        left to the user, with a warning naming them."""
+        prompts = self.st_config.get("prompts") or {}
+        options = {f"{side}_prefix": prompts[side] for side in ("query", "document") if prompts.get(side)}
+        default = self.st_config.get("default_prompt_name")
+        if "query_prefix" not in options and default and prompts.get(default):
+            options["query_prefix"] = prompts[default]
+        others = sorted(name for name, text in prompts.items() if text and name not in ("query", "document", default))
+        if others and "query_prefix" not in options:
+            warnings.warn(f"{self.source}: its prompts {', '.join(others)} are not applied (none is named 'query'); "
+                          "pass query_prefix= with the one its queries need", stacklevel=3)
+        return options
+
+    def max_seq_length(self) -> int | None:
+        """sentence-transformers' max_seq_length for the transformer module, if the folder sets one."""
+        prefix = f"{self.subfolder}/" if self.subfolder else ""
+        value = (self.read(f"{prefix}sentence_bert_config.json") or {}).get("max_seq_length")
+        return int(value) if value else None
 
 
 TRANSFORMER_MODULES = ("Transformer", "MLMTransformer")

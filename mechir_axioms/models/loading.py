@@ -11,7 +11,7 @@ from ..core.defaults import DEFAULT_MODEL
 from ..core.errors import ModelError, SettingsError
 from .adapters import architecture_of, check_supported
 from .device import resolve_device, resolve_dtype
-from .files import check_source, first_line, hub_is_cached, looks_like_path, not_cached_error
+from .files import check_source, first_line, hub_is_cached, looks_like_path, not_cached_error, read_json
 from .folder import ModelFolder, sentence_transformers_modules
 from .rankers import RANKER_KINDS, Ranker
 
@@ -70,11 +70,10 @@ def _positional_limit(config: Any) -> int | None:
 
 def _max_length(tokenizer: Any, config: Any, ranker_class: type[Ranker]) -> int:
     tokenizer_limit = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else None
-    limits = [limit for limit in (tokenizer_limit, _positional_limit(config)) if limit]
+    limits = [limit for limit in (tokenizer_limit, _positional_limit(config), ranker_class.published_max_length)
+              if limit]
     if limits:
         return min(limits)
-    if ranker_class.published_max_length:
-        return ranker_class.published_max_length
     raise ModelError(f"{config.name_or_path}: cannot tell the model's maximum input length; pass max_length=")
 
 
@@ -84,6 +83,13 @@ def _config(source: str, subfolder: str) -> Any:
     try:
         return AutoConfig.from_pretrained(source, subfolder=subfolder)
     except (OSError, ValueError) as error:
+        adapter = read_json(source, "adapter_config.json") if Path(source).is_dir() else None
+        if isinstance(adapter, dict):
+            raise ModelError(
+                f"{source} is a PEFT adapter (adapter_config.json) over {adapter.get('base_model_name_or_path')!r}, "
+                "not a model; merge it into its base model first (peft's merge_and_unload, then save_pretrained; "
+                "RankLlama's base also needs num_labels=1 and its pad token set to <unk>) and load that folder"
+            ) from error
         if Path(source).is_dir() and not (folder / "config.json").is_file():
             raise ModelError(
                 f"model folder {folder} holds no model config (config.json); give a Hugging Face or "
@@ -105,6 +111,23 @@ def _tokenizer(source: str, subfolder: str, config: Any) -> Any:
         ) from error
     check_vocabulary(source, tokenizer, config)
     return tokenizer
+
+
+def ensure_pad_token(source: str, tokenizer: Any, config: Any) -> None:
+    """Give a tokenizer without a pad token (Llama's, Mistral's) one to pad batches with: the config's
+    pad_token_id where it names one, else the unknown token (as RankLlama does), else EOS. Padding never
+    reaches a score: it is masked out, and decoders are read at the last token the attention mask keeps."""
+    if tokenizer.pad_token is not None:
+        return
+    known = getattr(config, "pad_token_id", None)
+    if isinstance(known, int) and 0 <= known < len(tokenizer):
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(known)
+        return
+    chosen = tokenizer.unk_token or tokenizer.eos_token
+    if chosen is None:
+        raise ModelError(f"model {source}: its tokenizer has no pad, unknown or end-of-text token to pad batches "
+                         "with; give it a pad token")
+    tokenizer.pad_token = chosen
 
 
 def load_ranker(name_or_path: str | Path | None = None, kind: str | None = None, **options: Any) -> Ranker:
@@ -147,7 +170,8 @@ def load_ranker(name_or_path: str | Path | None = None, kind: str | None = None,
     dtype = resolve_dtype(settings.pop("dtype", None))
     load = {"subfolder": subfolder, "dtype": dtype, "attn_implementation": "eager"}
     tokenizer = _tokenizer(source, subfolder, config)
-    model = ranker_class.load_model(source, **load)
+    ensure_pad_token(source, tokenizer, config)
+    model = ranker_class.load_model(folder, **load)
     settings.setdefault("max_length", _max_length(tokenizer, config, ranker_class))
     name = DEFAULT_MODEL if is_default else source
     return ranker_class(name, model.to(device), tokenizer, **settings)

@@ -79,6 +79,8 @@ def _verify(ranker: Ranker, edit: Edit, encoded, layouts, index: int, other) -> 
     if base_span is None or base_span != pert_span:
         return Dropped("the changed slot lands on different token positions")
     start, end = base_span
+    if edit.masked and end == len(pert.ids) and ranker.reads_last_token:
+        return Dropped("a masked span would end the input, hiding the last token the score is read from")
     baseline = {key: list(value) for key, value in base.fields.items()}  # a masked baseline edits its own copy
     perturbed = {key: list(value) for key, value in pert.fields.items()}
     outside_differs = any(

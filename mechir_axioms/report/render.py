@@ -35,11 +35,9 @@ FLAGGED_SHOWN = 12
 
 
 def kind_title(kind: str | None) -> str:
-    """The ranker kind in words ("bi-encoder ranker", "pointwise LLM reranker"); the bare kind if unregistered."""
+    """The ranker kind in words ("bi-encoder ranker", "pointwise LLM reranker"); "<kind> ranker" if unregistered."""
     ranker = RANKER_KINDS.get(kind or "")
-    if ranker is None:
-        return f"{kind} ranker"
-    return ranker.title if ranker.title.endswith("reranker") else f"{ranker.title} ranker"
+    return ranker.title if ranker is not None else f"{kind} ranker"
 
 
 def _pvalue(value: float) -> str:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from ...core.errors import ModelError, SettingsError
+from ...core.errors import SettingsError
 from ..adapters import Architecture, Stack, architecture_of
 from ..folder import ModelFolder
 from ..hooks import Hooks, Site, caching_hooks, hook_items, use_hooked_attention
@@ -83,7 +83,8 @@ class Ranker(ABC):
     patchable_sides: ClassVar[tuple[str, ...]] = ("document", "query")
     """Which side of a pair may be perturbed when the pairs are patched."""
     published_max_length: ClassVar[int | None] = None
-    """The input length the kind's models were published with, for architectures without a positional limit."""
+    """The input length the kind's models were published with: the default max_length when the tokenizer and
+    the position embeddings allow more (monoT5's 512, Qwen3-Reranker's 8192)."""
     architectures: ClassVar[frozenset[Architecture]] = frozenset({"encoder"})
     """The kinds of transformer (see models.adapters.ADAPTERS) this kind runs on."""
 
@@ -102,7 +103,6 @@ class Ranker(ABC):
         self.batch_size = batch_size
         use_hooked_attention(self.model)
         self.input_fields = model_input_fields(self.model)
-        self._ensure_pad_token()
         self.stack = self._stack()
         self.sites: dict[str, Site] = self._sites()
 
@@ -140,7 +140,7 @@ class Ranker(ABC):
 
     @classmethod
     @abstractmethod
-    def load_model(cls, source: str, **load: Any) -> nn.Module:
+    def load_model(cls, folder: ModelFolder, **load: Any) -> nn.Module:
         """The Hugging Face model of this kind from a folder or Hub id."""
 
     def encode_untruncated(self, arguments: Sequence[Sequence[str]]) -> list[Encoded]:
@@ -153,7 +153,7 @@ class Ranker(ABC):
         word is tokenized as a word inside a text rather than as the opening of one? Read off the layout."""
         layout = self.layout(target, "query", "document", "changed")
         text, start = layout.arguments[layout.changed.sequence], layout.changed.start
-        return start > 0 and text[start - 1].isspace()
+        return start > 0 and text[start - 1] == " "  # byte-level BPE marks a word after a space, not after "\n"
 
     def unchanged_side(self, target: str, items: Sequence[tuple[str, str]]) -> list[Encoded] | None:
         """The separately encoded side that a pair does not change (a bi-encoder's query), or None."""
@@ -175,22 +175,6 @@ class Ranker(ABC):
                 f"{' or '.join(repr(side) for side in self.patchable_sides)}"
             )
 
-    def _ensure_pad_token(self) -> None:
-        """Give a tokenizer without a pad token (Llama's, Mistral's) one to pad batches with: the config's
-        pad_token_id where it names one, else the unknown token (as RankLlama does), else EOS. Padding never
-        reaches a score: it is masked out, and scores are read at the last token the attention mask keeps."""
-        if self.tokenizer.pad_token is not None:
-            return
-        known = getattr(self.model.config, "pad_token_id", None)
-        if isinstance(known, int) and 0 <= known < len(self.tokenizer):
-            self.tokenizer.pad_token = self.tokenizer.convert_ids_to_tokens(known)
-            return
-        chosen = self.tokenizer.unk_token or self.tokenizer.eos_token
-        if chosen is None:
-            raise ModelError(f"{self.name}: its tokenizer has no pad, unknown or end-of-text token to pad batches "
-                             "with; set tokenizer.pad_token")
-        self.tokenizer.pad_token = chosen
-
     # --- placement --------------------------------------------------------------------------------
     def place(self, inputs: ModelInput) -> ModelInput:
         """The one way a model input reaches the model: every tensor moved to the ranker's device."""
@@ -209,6 +193,12 @@ class Ranker(ABC):
     def is_decoder(self) -> bool:
         """A decoder-only model: causal attention, so the last token is the one that has read the whole input."""
         return architecture_of(self.model.config.model_type) == "decoder"
+
+    @property
+    def reads_last_token(self) -> bool:
+        """Is the score read at the last token the attention mask keeps (decoders)? Then a masked span must not
+        end the input, or the baseline would be read at another token than the perturbed input."""
+        return self.is_decoder
 
     @property
     def dtype(self) -> torch.dtype:
@@ -315,6 +305,13 @@ class Ranker(ABC):
             f"{type(self).__name__}({self.name!r}, layers={self.n_layers}, heads={self.n_heads}, "
             f"max_length={self.max_length}, device={self.device}, dtype={self.dtype})"
         )
+
+
+def last_attended(mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the position of the last token the attention mask keeps: the last token under right padding,
+    position -1 under left padding, and still the last real token when a masked span leaves a hole."""
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    return (positions * (mask > 0)).argmax(1)
 
 
 def model_input_fields(model: nn.Module) -> tuple[str, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -10,12 +9,11 @@ from torch import nn
 from transformers import AutoModel, BatchEncoding
 
 from ...core.errors import ModelError, SettingsError
-from ..adapters import Stack, base_stack
 from ..folder import ModelFolder
-from ..hooks import Hooks, attached
-from ..layout import REGIONS, Encoded, Layout, Place, encodings
+from ..hooks import Hooks
 from ..weights import load_checked
-from .base import ModelInput, Ranker, Side, count_truncated, register_kind
+from .base import Side, last_attended, register_kind
+from .two_tower import TwoTower
 
 Pooling = Literal["cls", "mean", "last"]
 Similarity = Literal["dot", "cosine"]
@@ -54,33 +52,28 @@ def _pooling(folder: ModelFolder, path: str) -> str:
 
 
 @register_kind
-class BiEncoder(Ranker):
+class BiEncoder(TwoTower):
     """Query and document encoded apart, pooled (CLS, mean, or the last token for decoders), compared by dot
     product or cosine. An optional prompt (Qwen3-Embedding's instruction, E5's "query: ") precedes each side.
-
-    Hooks address one side at a time: `side="document"` (the default, what patching changes) or `side="query"`.
     """
 
     kind = "bi"
-    title = "bi-encoder"
-    options = Ranker.options | {"pooling", "similarity", "query_prefix", "document_prefix"}
-    regions = tuple(region for region in REGIONS if region != "other")  # the document holds no other text
-    patchable_sides = ("document",)
+    title = "bi-encoder ranker"
+    options = TwoTower.options | {"pooling", "similarity"}
     architectures = frozenset({"encoder", "decoder"})
 
-    def __init__(self, *args: Any, pooling: Pooling | None = None, similarity: Similarity = "dot",
-                 query_prefix: str = "", document_prefix: str = "", **kwargs: Any):
+    def __init__(self, *args: Any, pooling: Pooling | None = None, similarity: Similarity = "dot", **kwargs: Any):
         if pooling is not None and pooling not in POOLINGS:
             raise SettingsError(f"pooling={pooling!r} is not supported; use one of {', '.join(POOLINGS)}")
         if similarity not in ("dot", "cosine"):
             raise SettingsError(f"similarity={similarity!r} is not supported; use 'dot' or 'cosine'")
-        for name, prefix in (("query_prefix", query_prefix), ("document_prefix", document_prefix)):
-            if not isinstance(prefix, str):
-                raise SettingsError(f"{name} must be a string, got {type(prefix).__name__}")
         self.similarity = similarity
-        self.prefixes = {"query": query_prefix, "document": document_prefix}
         super().__init__(*args, **kwargs)
         self.pooling = pooling or ("last" if self.is_decoder else "cls")
+
+    @property
+    def reads_last_token(self) -> bool:
+        return self.pooling == "last"
 
     @classmethod
     def claims(cls, folder: ModelFolder) -> bool:
@@ -99,66 +92,26 @@ class BiEncoder(Ranker):
         """Pooling, normalisation, prompts and max_seq_length as a sentence-transformers folder declares them."""
         if folder.modules is None:
             return {}
-        options: dict[str, Any] = {"pooling": "cls"}
+        options: dict[str, Any] = {"pooling": "cls", **folder.prompt_options()}
         pooling = folder.module_path("Pooling")
         if pooling is not None:
             options["pooling"] = _pooling(folder, pooling)
         cosine = folder.module_path("Normalize") is not None or folder.st_config.get("similarity_fn_name") == "cosine"
         options["similarity"] = "cosine" if cosine else "dot"
-        prompts = folder.st_config.get("prompts") or {}
-        for side in ("query", "document"):
-            if prompts.get(side):
-                options[f"{side}_prefix"] = prompts[side]
-        prefix = f"{folder.subfolder}/" if folder.subfolder else ""
-        max_length = (folder.read(f"{prefix}sentence_bert_config.json") or {}).get("max_seq_length")
-        if max_length:
-            options["max_length"] = int(max_length)
+        if folder.max_seq_length():
+            options["max_length"] = folder.max_seq_length()
         return options
 
     @classmethod
-    def load_model(cls, source: str, **load: Any) -> nn.Module:
+    def load_model(cls, folder: ModelFolder, **load: Any) -> nn.Module:
         """The base encoder; pooler, position-id buffers and pre-training heads may go unused (see UNUSED_OK)."""
-        return load_checked(AutoModel, source, cls.kind, unused_ok=UNUSED_OK, missing_ok=MISSING_OK, **load)
+        return load_checked(AutoModel, folder.source, cls.kind, unused_ok=UNUSED_OK, missing_ok=MISSING_OK, **load)
 
-    def _stack(self) -> Stack:
-        return base_stack(self.model)
-
-    def encode_side(self, texts: Sequence[str], side: Side) -> BatchEncoding:
-        """One side's texts tokenized as the model reads them (its prompt first), padded and truncated."""
-        return self._encode([self.prefixes[side] + text for text in texts])
-
-    def tokenize(self, queries: Sequence[str], documents: Sequence[str]) -> ModelInput:
-        query_tokens = self.encode_side(queries, "query")
-        tokens = self.encode_side(documents, "document")
-        return ModelInput(tokens, query_tokens, count_truncated(query_tokens) + count_truncated(tokens))
-
-    def layout(self, target: str, query: str, document: str, changed: str) -> Layout:
-        prefix = self.prefixes["query" if target == "query" else "document"]
-        return Layout([prefix + changed], Place(0, len(prefix), len(prefix) + len(changed)), None)
-
-    def unchanged_side(self, target: str, items: Sequence[tuple[str, str]]) -> list[Encoded]:
-        side: Side = "document" if target == "query" else "query"
-        texts = [self.prefixes[side] + (document if side == "document" else query) for query, document in items]
-        return encodings(self.tokenizer(texts, truncation=True, max_length=self.max_length), self.input_fields)
-
-    def batch(self, changed: BatchEncoding, other: BatchEncoding | None, target: str) -> ModelInput:
-        inputs = ModelInput(other, changed) if target == "query" else ModelInput(changed, other)
-        return self.place(inputs)
-
-    def context(self, inputs: ModelInput, target: str = "document") -> Any:
-        """The query side's representation, which a document pair's two inputs share (nothing for query pairs)."""
-        return None if target == "query" else self.embed(self.place(inputs).query_tokens, side="query")
-
-    def hidden(self, tokens: BatchEncoding, hooks: Hooks | None = None) -> torch.Tensor:
-        """The last hidden states of one tokenized side, with hooks attached."""
-        extra = {"use_cache": False} if self.is_decoder else {}
-        with attached(self.sites, hooks):
-            return self.model(**tokens.to(self.device), **extra).last_hidden_state
-
-    def embed(self, tokens: BatchEncoding, hooks: Hooks | None = None, side: Side = "document") -> Any:
-        """Pooled (and, for cosine, unit-length) embeddings of one tokenized side."""
+    def embed(self, tokens: BatchEncoding, hooks: Hooks | None = None, side: Side = "document") -> torch.Tensor:
+        """Pooled (and, for cosine, unit-length) embeddings of one tokenized side, in float32 or wider."""
         tokens = tokens.to(self.device)
-        hidden = self.hidden(tokens, hooks)
+        hidden = self.run(tokens, hooks).last_hidden_state
+        hidden = hidden if hidden.dtype == torch.float64 else hidden.float()  # bfloat16 would blur the scores
         mask = tokens["attention_mask"]
         if self.pooling == "cls":
             pooled = hidden[:, 0]
@@ -171,32 +124,5 @@ class BiEncoder(Ranker):
             pooled = nn.functional.normalize(pooled, p=2, dim=-1)
         return pooled
 
-    def compare(self, query: Any, document: Any) -> torch.Tensor:
-        """One score per pair from the two sides' representations."""
+    def compare(self, query: torch.Tensor, document: torch.Tensor) -> torch.Tensor:
         return (query * document).sum(-1)
-
-    def forward(
-        self,
-        inputs: ModelInput,
-        hooks: Hooks | None = None,
-        context: Any = None,
-        side: Side = "document",
-        query_embeddings: Any = None,
-    ) -> torch.Tensor:
-        """Score pairs; hooks go to `side`. `context` (or its older name `query_embeddings`) reuses a query
-        side computed once by `context(inputs)`."""
-        if side not in ("document", "query"):
-            raise SettingsError(f"side={side!r} is not valid; use 'document' or 'query'")
-        inputs = self.place(inputs)
-        query = context if context is not None else query_embeddings
-        if query is None:
-            query = self.embed(inputs.query_tokens, hooks if side == "query" else None, side="query")
-        document = self.embed(inputs.tokens, hooks if side == "document" else None, side="document")
-        return self.compare(query, document)
-
-
-def last_attended(mask: torch.Tensor) -> torch.Tensor:
-    """Per row, the position of the last token the attention mask keeps: the last token under right padding,
-    position -1 under left padding, and still the last real token when a masked span leaves a hole."""
-    positions = torch.arange(mask.shape[1], device=mask.device)
-    return (positions * (mask > 0)).argmax(1)

@@ -16,8 +16,7 @@ from ..folder import ModelFolder
 from ..hooks import Hooks, attached
 from ..layout import Layout, Place, template_place
 from ..weights import load_checked
-from .base import ModelInput, Ranker, count_truncated, register_kind
-from .bi import last_attended
+from .base import ModelInput, Ranker, count_truncated, last_attended, register_kind
 
 
 @register_kind
@@ -30,7 +29,7 @@ class CrossEncoder(Ranker):
     """
 
     kind = "cross"
-    title = "cross-encoder"
+    title = "cross-encoder ranker"
     options = Ranker.options | {"query_template", "document_template"}
     architectures = frozenset({"encoder", "decoder"})
 
@@ -53,13 +52,13 @@ class CrossEncoder(Ranker):
         return folder.modules is None and any(name.endswith("ForSequenceClassification") for name in folder.architectures)
 
     @classmethod
-    def load_model(cls, source: str, **load: Any) -> nn.Module:
+    def load_model(cls, folder: ModelFolder, **load: Any) -> nn.Module:
         """The classifier; refused when its head (or any weight) is missing or it has neither 1 nor 2 labels."""
-        model = load_checked(AutoModelForSequenceClassification, source, cls.kind, labels=True, **load)
+        model = load_checked(AutoModelForSequenceClassification, folder.source, cls.kind, labels=True, **load)
         labels = model.config.num_labels
         if labels not in (1, 2):
             raise ModelError(
-                f"{source}: a cross-encoder needs 1 or 2 labels (one relevance logit, or not relevant/relevant), "
+                f"{folder.source}: a cross-encoder needs 1 or 2 labels (one relevance logit, or not relevant/relevant), "
                 f"but config.json and the checkpoint give {labels}"
             )
         return model
@@ -103,14 +102,13 @@ class CrossEncoder(Ranker):
         return Layout(pair, place(target), place(other))
 
     def forward(self, inputs: ModelInput, hooks: Hooks | None = None, context: Any = None) -> torch.Tensor:
-        """The classifier's logit(s). A decoder whose config names no pad token (HF's head would refuse a batch)
-        is read where HF reads a single unpadded pair: its head on the last token the attention mask keeps."""
+        """The classifier's logit(s). A decoder's head is applied to the last token the attention mask keeps,
+        which is where HF's head reads an unpadded pair (RankLlama's closing </s>); HF's own batched choice goes
+        by config.pad_token_id, which misreads a batch whose pad id is EOS or is not the tokenizer's pad."""
         inputs = self.place(inputs)
         with attached(self.sites, hooks):
             if not self.is_decoder:
                 logits = self.model(**inputs.tokens).logits
-            elif self.model.config.pad_token_id is not None:
-                logits = self.model(**inputs.tokens, use_cache=False).logits
             else:
                 hidden = self.model.base_model(**inputs.tokens, use_cache=False).last_hidden_state
                 last = last_attended(inputs.tokens["attention_mask"])

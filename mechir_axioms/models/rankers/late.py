@@ -19,24 +19,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from torch import nn
 from transformers import AutoModel, BatchEncoding
 
 from ...core.errors import ModelError, SettingsError
 from ..files import model_file
-from ..folder import ModelFolder, sentence_transformers_modules
+from ..folder import ModelFolder
 from ..hooks import Hooks
-from ..layout import Encoded, Layout, Place
+from ..layout import Encoded
 from ..weights import load_checked
-from .base import ModelInput, Ranker, Side, count_truncated, register_kind
-from .bi import MISSING_OK, UNUSED_OK, BiEncoder
+from .base import Ranker, Side, register_kind
+from .bi import MISSING_OK, UNUSED_OK
+from .two_tower import TwoTower
 
 LATE_MODULES = ("Transformer", "Dense")
 PROJECTION = "colbert_projection"
 """The name under which the checkpoint's projection is attached to the HF model (so it moves and casts with it)."""
 _PYLATE_OPTIONS = {
     "query_prefix": "query_marker", "document_prefix": "document_marker", "query_length": "query_length",
-    "document_length": "document_length", "do_query_expansion": "query_expansion",
+    "document_length": "max_length", "do_query_expansion": "query_expansion",
     "attend_to_expansion_tokens": "attend_to_expansion", "skiplist_words": "skiplist",
 }
 """config_sentence_transformers.json key of a PyLate checkpoint -> this kind's option."""
@@ -45,15 +47,16 @@ _PYLATE_OPTIONS = {
 STANFORD_ARCHITECTURE = "HF_ColBERT"
 _STANFORD_OPTIONS = {
     "query_token_id": "query_marker", "doc_token_id": "document_marker", "query_maxlen": "query_length",
-    "doc_maxlen": "document_length", "attend_to_mask_tokens": "attend_to_expansion",
+    "doc_maxlen": "max_length", "attend_to_mask_tokens": "attend_to_expansion",
 }
 """artifact.metadata key of a Stanford ColBERT checkpoint -> this kind's option."""
 
 
-def _projection(source: str, path: str) -> nn.Linear:
+def _projection(folder: ModelFolder, path: str) -> nn.Linear:
     """The projection as a bias-free nn.Linear: PyLate's Dense module in `path`, or (path "") the `linear`
     weights of a Stanford checkpoint."""
-    config = (ModelFolder(source, None).read(f"{path}/config.json") or {}) if path else {}
+    source = folder.source
+    config = (folder.read(f"{path}/config.json") or {}) if path else {}
     activation = config.get("activation_function", "torch.nn.modules.linear.Identity")
     if not str(activation).endswith("Identity") or config.get("use_residual"):
         raise ModelError(f"{source}/{path}/config.json: a ColBERT projection with activation {activation!r} or a "
@@ -63,15 +66,16 @@ def _projection(source: str, path: str) -> nn.Linear:
     if weights_file is None:
         raise ModelError(f"{source}/{path}: the ColBERT projection has no weights (model.safetensors)")
     if weights_file.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(weights_file)
+        with safe_open(weights_file, framework="pt") as weights:  # read the projection only, not the encoder
+            names = set(weights.keys())
+            weight = weights.get_tensor("linear.weight") if "linear.weight" in names else None
     else:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    weight = state.get("linear.weight")
+        names, weight = set(state), state.get("linear.weight")
     if weight is None:
-        raise ModelError(f"{weights_file}: expected the projection's 'linear.weight', found {', '.join(state)}")
-    if config.get("bias") or "linear.bias" in state:
+        shown = ", ".join(sorted(names)[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise ModelError(f"{weights_file}: expected the ColBERT projection's 'linear.weight', found {shown}")
+    if config.get("bias") or "linear.bias" in names:
         raise ModelError(f"{weights_file}: a ColBERT projection with a bias is not supported")
     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
     linear.weight.data.copy_(weight)
@@ -79,30 +83,29 @@ def _projection(source: str, path: str) -> nn.Linear:
 
 
 @register_kind
-class LateInteraction(BiEncoder):
+class LateInteraction(TwoTower):
     """ColBERT: sum over query tokens of the max over document tokens of the cosine of projected token vectors.
 
     Hooks address the document encoder, as for a bi-encoder; the query side is computed once per batch.
     """
 
     kind = "late"
-    title = "late-interaction (ColBERT)"
+    title = "late-interaction ranker (ColBERT)"
     options = Ranker.options | set(_PYLATE_OPTIONS.values())
     architectures = frozenset({"encoder"})
 
     def __init__(self, *args: Any, query_marker: str = "[Q] ", document_marker: str = "[D] ", query_length: int = 32,
-                 document_length: int | None = None, query_expansion: bool = True, attend_to_expansion: bool = False,
+                 query_expansion: bool = True, attend_to_expansion: bool = False,
                  skiplist: Sequence[str] = tuple(string.punctuation), **kwargs: Any):
+        """The document length is `max_length` (the checkpoint's document_length or doc_maxlen by default)."""
         super().__init__(*args, **kwargs)
-        self.pooling = "tokens"
         if PROJECTION not in dict(self.model.named_children()):
             raise ModelError(f"{self.name}: a late-interaction ranker needs its projection; load it with load_ranker")
         self.markers = {"query": self._marker_id(query_marker), "document": self._marker_id(document_marker)}
-        for name, value in (("query_length", query_length), ("document_length", document_length)):
-            if value is not None and (not isinstance(value, int) or value < 3):
+        for name, value in (("query_length", query_length), ("max_length", self.max_length)):
+            if not isinstance(value, int) or value < 3:
                 raise SettingsError(f"{name} must be an integer of at least 3 (CLS, marker, SEP), got {value!r}")
         self.query_length = query_length
-        self.max_length = min(document_length or self.max_length, self.max_length)
         self.query_expansion, self.attend_to_expansion = bool(query_expansion), bool(attend_to_expansion)
         skip = {word: self.tokenizer.convert_tokens_to_ids(word) for word in skiplist}
         self.skiplist = torch.tensor(sorted({i for i in skip.values() if i != self.tokenizer.unk_token_id}),
@@ -140,15 +143,15 @@ class LateInteraction(BiEncoder):
         return options
 
     @classmethod
-    def load_model(cls, source: str, **load: Any) -> nn.Module:
+    def load_model(cls, folder: ModelFolder, **load: Any) -> nn.Module:
         """The encoder, with the checkpoint's projection attached as a child module."""
-        modules = sentence_transformers_modules(source)
-        dense = next((path for kind, path in modules[0] if kind == "Dense"), None) if modules else ""
+        dense = folder.module_path("Dense") if folder.modules is not None else ""
         if dense is None:
-            raise ModelError(f"{source}: a late-interaction (ColBERT) model needs a PyLate folder with a Dense module")
+            raise ModelError(f"{folder.source}: a late-interaction (ColBERT) model needs a PyLate folder with a "
+                             "Dense module")
         unused = UNUSED_OK if dense else (*UNUSED_OK, "linear")  # Stanford keeps the projection beside the encoder
-        model = load_checked(AutoModel, source, cls.kind, unused_ok=unused, missing_ok=MISSING_OK, **load)
-        projection = _projection(source, dense).to(model.dtype)
+        model = load_checked(AutoModel, folder.source, cls.kind, unused_ok=unused, missing_ok=MISSING_OK, **load)
+        projection = _projection(folder, dense).to(model.dtype)
         model.add_module(PROJECTION, projection)
         return model
 
@@ -171,11 +174,6 @@ class LateInteraction(BiEncoder):
                 tokens["attention_mask"] = torch.ones_like(tokens["attention_mask"])
         return tokens.to(self.device)
 
-    def tokenize(self, queries: Sequence[str], documents: Sequence[str]) -> ModelInput:
-        query_tokens, tokens = self.encode_side(queries, "query"), self.encode_side(documents, "document")
-        truncated = count_truncated(query_tokens) + count_truncated(tokens)
-        return ModelInput(tokens, query_tokens, truncated)
-
     def encode_untruncated(self, arguments: Sequence[Sequence[str]]) -> list[Encoded]:
         """Documents with the marker after [CLS] (a token from no text), untruncated, with offsets."""
         batch = self.tokenizer([text for text, in arguments], truncation=False, return_offsets_mapping=True)
@@ -189,9 +187,6 @@ class LateInteraction(BiEncoder):
                                    sequence_ids[:1] + [None] + sequence_ids[1:], fields))
         return results
 
-    def layout(self, target: str, query: str, document: str, changed: str) -> Layout:
-        return Layout([changed], Place(0, 0, len(changed)), None)
-
     def unchanged_side(self, target: str, items: Sequence[tuple[str, str]]) -> list[Encoded]:
         """The queries, expanded as the model reads them (pairs of a late ranker change the document)."""
         tokens = self.encode_side([query for query, _ in items], "query").to("cpu")
@@ -200,10 +195,11 @@ class LateInteraction(BiEncoder):
 
     # --- scoring --------------------------------------------------------------------------------------------
     def embed(self, tokens: BatchEncoding, hooks: Hooks | None = None, side: Side = "document") -> Any:
-        """(unit token vectors [batch, pos, dim], which of them are scored [batch, pos])."""
+        """(unit token vectors [batch, pos, dim] in float32 or wider, which of them are scored [batch, pos])."""
         tokens = tokens.to(self.device)
-        hidden = self.hidden(tokens, hooks)
-        vectors = nn.functional.normalize(getattr(self.model, PROJECTION)(hidden), p=2, dim=-1)
+        projected = getattr(self.model, PROJECTION)(self.run(tokens, hooks).last_hidden_state)
+        projected = projected if projected.dtype == torch.float64 else projected.float()  # bf16 would blur MaxSim
+        vectors = nn.functional.normalize(projected, p=2, dim=-1)
         attended = tokens["attention_mask"] > 0
         if side == "query":
             scored = torch.ones_like(attended) if self.query_expansion else attended

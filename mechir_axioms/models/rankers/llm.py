@@ -8,6 +8,7 @@ last position, the log-odds of the probability the reference reports.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,8 +22,7 @@ from ..folder import ModelFolder
 from ..hooks import Hooks, attached
 from ..layout import Encoded, Layout, template_place
 from ..weights import load_checked
-from .base import ModelInput, Ranker, register_kind
-from .bi import last_attended
+from .base import ModelInput, Ranker, last_attended, register_kind
 
 QWEN3_RERANKER_TEMPLATE = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
@@ -60,6 +60,7 @@ class LLMReranker(Ranker):
 
     kind = "llm"
     title = "pointwise LLM reranker"
+    published_max_length = 8192  # Qwen3-Reranker's reference max_length
     options = Ranker.options | {"template", "instruction", "tokens"}
     architectures = frozenset({"decoder"})
 
@@ -70,6 +71,12 @@ class LLMReranker(Ranker):
         if not isinstance(instruction, str):
             raise SettingsError(f"instruction must be a string, got {type(instruction).__name__}")
         self.instruction = instruction
+        chat_tokens = ("<|im_start|>", "<|im_end|>")
+        if template is QWEN3_RERANKER_TEMPLATE and not all(token in self.tokenizer.get_vocab() for token in chat_tokens):
+            warnings.warn(f"{self.name}: the default prompt is Qwen3-Reranker's, but <|im_start|> and <|im_end|> are "
+                          "not tokens of this tokenizer, so they are read as plain text; pass template= with this "
+                          "model's own prompt (its BOS token, if it needs one, at the start of the prefix)",
+                          stacklevel=3)
         self.prefix_ids = self.tokenizer.encode(self.prefix, add_special_tokens=False)
         self.suffix_ids = self.tokenizer.encode(self.suffix, add_special_tokens=False)
         if isinstance(tokens, str) or len(tokens) != 2:
@@ -95,9 +102,9 @@ class LLMReranker(Ranker):
         return folder.modules is None and any(name.endswith("ForCausalLM") for name in folder.architectures)
 
     @classmethod
-    def load_model(cls, source: str, **load: Any) -> nn.Module:
+    def load_model(cls, folder: ModelFolder, **load: Any) -> nn.Module:
         """The decoder with its language-model head; refused when any weight is missing."""
-        return load_checked(AutoModelForCausalLM, source, cls.kind, **load)
+        return load_checked(AutoModelForCausalLM, folder.source, cls.kind, **load)
 
     def _stack(self) -> Stack:
         return base_stack(self.model.base_model)
@@ -136,14 +143,23 @@ class LLMReranker(Ranker):
                       template_place(self.body, texts, other))
 
     def forward(self, inputs: ModelInput, hooks: Hooks | None = None, context: Any = None) -> torch.Tensor:
-        """The answer logits at each row's last attended position (the last one under left padding); only
-        those positions go through the language-model head."""
+        """logit(yes) - logit(no) at each row's last attended position (the last one under left padding).
+
+        Only the two answer rows of the language-model head are applied, in float32 (bfloat16 logits are 0.125
+        apart near 20, which would blur the difference patching divides by), with Gemma's final soft-capping."""
         inputs = self.place(inputs)
         tokens = {key: inputs.tokens[key] for key in ("input_ids", "attention_mask")}
-        last = last_attended(tokens["attention_mask"])
-        keep = torch.unique(last)
         with attached(self.sites, hooks):
-            logits = self.model(**tokens, logits_to_keep=keep, use_cache=False).logits
-        rows = torch.arange(len(last), device=last.device)
-        answers = logits[rows, torch.searchsorted(keep, last)][:, self.label_ids.to(logits.device)]
-        return answers[:, 0] - answers[:, 1]
+            hidden = self.model.base_model(**tokens, use_cache=False).last_hidden_state
+        last = last_attended(tokens["attention_mask"])
+        final = hidden[torch.arange(len(last), device=last.device), last]
+        wide = torch.float64 if final.dtype == torch.float64 else torch.float32
+        head = self.model.get_output_embeddings()
+        rows = self.label_ids.to(final.device)
+        logits = final.to(wide) @ head.weight[rows].to(wide).T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[rows].to(wide)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits[:, 0] - logits[:, 1]

@@ -14,32 +14,35 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, BatchEncoding
 
 from ...core.errors import ModelError, SettingsError
-from ..adapters import Stack, base_stack
 from ..folder import ModelFolder
-from ..hooks import Hooks, attached
+from ..hooks import Hooks
 from ..weights import load_checked
-from .base import Ranker, Side, register_kind
-from .bi import MISSING_OK, BiEncoder
+from .base import Side, register_kind
+from .bi import MISSING_OK
+from .two_tower import TwoTower
 
 SpladePooling = Literal["max", "sum"]
 SPARSE_MODULES = ("MLMTransformer", "SpladePooling")
+ACTIVATIONS = {"relu": 1, "log1p_relu": 2}
+"""SpladePooling's activation -> how many times log1p is applied after ReLU (as sentence-transformers does)."""
 
 
 @register_kind
-class SparseEncoder(BiEncoder):
+class SparseEncoder(TwoTower):
     """SPLADE: dot product of max-pooled log(1 + ReLU(MLM logits)) vectors; hooks address the document side."""
 
     kind = "sparse"
-    title = "learned sparse (SPLADE)"
-    options = Ranker.options | {"pooling", "query_prefix", "document_prefix"}
+    title = "learned sparse ranker (SPLADE)"
+    options = TwoTower.options | {"pooling", "activation"}
     architectures = frozenset({"encoder"})
 
-    def __init__(self, *args: Any, pooling: SpladePooling = "max", query_prefix: str = "", document_prefix: str = "",
-                 **kwargs: Any):
+    def __init__(self, *args: Any, pooling: SpladePooling = "max", activation: str = "relu", **kwargs: Any):
         if pooling not in ("max", "sum"):
             raise SettingsError(f"pooling={pooling!r} is not supported for a sparse ranker; use 'max' or 'sum'")
-        super().__init__(*args, query_prefix=query_prefix, document_prefix=document_prefix, **kwargs)
-        self.pooling = pooling
+        if activation not in ACTIVATIONS:
+            raise SettingsError(f"activation={activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+        super().__init__(*args, **kwargs)
+        self.pooling, self.activation = pooling, activation
 
     @classmethod
     def claims(cls, folder: ModelFolder) -> bool:
@@ -50,42 +53,45 @@ class SparseEncoder(BiEncoder):
 
     @classmethod
     def folder_options(cls, folder: ModelFolder) -> dict[str, Any]:
-        """SpladePooling's strategy, the prompts and max_seq_length of a SparseEncoder folder."""
+        """SpladePooling's strategy and activation, the prompts and max_seq_length of a SparseEncoder folder."""
         if folder.modules is None:
             return {}
         path = folder.module_path("SpladePooling") or ""
         config = folder.read(f"{path}/config.json" if path else "config.json") or {}
-        activation = str(config.get("activation_function", "relu")).lower()
-        if "relu" not in activation:
+        activation = str(config.get("activation_function", "relu"))
+        if activation not in ACTIVATIONS:
             raise ModelError(f"{folder.source}/{path}/config.json: SPLADE activation {activation!r} is not supported; "
-                             "only relu (log(1 + ReLU(logits)))")
-        options: dict[str, Any] = {"pooling": config.get("pooling_strategy", "max")}
-        prompts = folder.st_config.get("prompts") or {}
-        for side in ("query", "document"):
-            if prompts.get(side):
-                options[f"{side}_prefix"] = prompts[side]
-        prefix = f"{folder.subfolder}/" if folder.subfolder else ""
-        max_length = (folder.read(f"{prefix}sentence_bert_config.json") or {}).get("max_seq_length")
-        if max_length:
-            options["max_length"] = int(max_length)
+                             f"supported: {', '.join(ACTIVATIONS)}")
+        options: dict[str, Any] = {"pooling": config.get("pooling_strategy", "max"), "activation": activation,
+                                   **folder.prompt_options()}
+        if folder.max_seq_length():
+            options["max_length"] = folder.max_seq_length()
         return options
 
     @classmethod
-    def load_model(cls, source: str, **load: Any) -> nn.Module:
+    def load_model(cls, folder: ModelFolder, **load: Any) -> nn.Module:
         """The encoder with its masked-LM head (which SPLADE reads); a missing head is refused."""
-        return load_checked(AutoModelForMaskedLM, source, cls.kind, unused_ok=("position_ids", "pooler"),
+        return load_checked(AutoModelForMaskedLM, folder.source, cls.kind, unused_ok=("position_ids", "pooler"),
                             missing_ok=MISSING_OK, **load)
 
-    def _stack(self) -> Stack:
-        return base_stack(self.model.base_model)
+    def _saturate(self, logits: torch.Tensor) -> torch.Tensor:
+        values = torch.relu(logits)
+        for _ in range(ACTIVATIONS[self.activation]):
+            values = torch.log1p(values)
+        return values
 
     def embed(self, tokens: BatchEncoding, hooks: Hooks | None = None, side: Side = "document") -> torch.Tensor:
-        """[batch, vocabulary]: log(1 + ReLU(MLM logits)) pooled over the tokens the attention mask keeps."""
+        """[batch, vocabulary]: log(1 + ReLU(MLM logits)) pooled over the tokens the attention mask keeps.
+
+        For max pooling the logits are maxed first (log1p and ReLU never decrease, so the result is the same
+        to the bit) and only the [batch, vocabulary] maximum is saturated, in float32."""
         tokens = tokens.to(self.device)
-        with attached(self.sites, hooks):
-            logits = self.model(**tokens).logits
-        values = torch.log1p(torch.relu(logits)) * tokens["attention_mask"].unsqueeze(-1).to(logits.dtype)
-        return values.amax(1) if self.pooling == "max" else values.sum(1)
+        logits = self.run(tokens, hooks).logits
+        kept = tokens["attention_mask"].unsqueeze(-1) > 0
+        wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        if self.pooling == "max":
+            return self._saturate(logits.masked_fill(~kept, float("-inf")).amax(1).to(wide))
+        return (self._saturate(logits.to(wide)) * kept).sum(1)
 
     def compare(self, query: torch.Tensor, document: torch.Tensor) -> torch.Tensor:
         return (query * document).sum(-1)

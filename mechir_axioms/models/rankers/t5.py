@@ -25,7 +25,7 @@ class MonoT5(Ranker):
     """
 
     kind = "t5"
-    title = "monoT5 (encoder-decoder)"
+    title = "monoT5 ranker (encoder-decoder)"
     architectures = frozenset({"encoder-decoder"})
     published_max_length = 512  # monoT5's input length; T5 itself has no positional limit
     prompt = "Query: {query} Document: {document} Relevant:"
@@ -40,9 +40,9 @@ class MonoT5(Ranker):
         return folder.modules is None and folder.config.model_type == "t5"
 
     @classmethod
-    def load_model(cls, source: str, **load: Any) -> nn.Module:
+    def load_model(cls, folder: ModelFolder, **load: Any) -> nn.Module:
         """The encoder-decoder with its LM head; refused when any weight (a decoder, an untied head) is missing."""
-        return load_checked(T5ForConditionalGeneration, source, cls.kind, **load)
+        return load_checked(T5ForConditionalGeneration, folder.source, cls.kind, **load)
 
     def _stack(self) -> Stack:
         return t5_stack(self.model.encoder)
