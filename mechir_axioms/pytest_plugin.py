@@ -191,10 +191,10 @@ def axiom_audit(pytestconfig: pytest.Config, mechir_ranker) -> Callable[[str], A
             settings = _settings(pytestconfig, name)
             load_axiom(name)  # an unknown axiom fails here, before any file is touched
             folder = root / name
-            _clear_own_folder(folder)
+            resume = _prepare_folder(folder)
             options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data")}
             found = audit(mechir_ranker, [name], settings.data, **{**options, "targets": settings.targets},
-                          folder=folder, progress=False)
+                          folder=folder, resume=resume, progress=False)
             (folder / PLUGIN_MARK).write_text("written by the mechir-axioms pytest plugin; it may replace this folder\n")
             results[name] = AxiomResult(name, found)
         return results[name]
@@ -215,18 +215,22 @@ def _check_name(name: object) -> None:
             "(see `mechir-axioms list`)")
 
 
-def _clear_own_folder(folder: Path) -> None:
-    """Remove this session's stale audit of an axiom, but only a folder the plugin itself wrote."""
+def _prepare_folder(folder: Path) -> bool:
+    """Make way for this session's audit of an axiom; True when an audit stopped part-way (a run killed by a
+    timeout, say) is left there: it is resumed, not lost. A finished audit is replaced only if the plugin wrote
+    it; a folder holding anything else is refused."""
     if not folder.exists():
-        return
-    own = (folder / PLUGIN_MARK).is_file() and (folder / "manifest.json").is_file()
-    if own:
+        return False
+    if (folder / PLUGIN_MARK).is_file() and (folder / "manifest.json").is_file():
         shutil.rmtree(folder)
-    elif folder.is_dir() and not any(folder.iterdir()):
+        return False
+    if (folder / "work" / "settings.json").is_file() and not (folder / "manifest.json").is_file():
+        return True
+    if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
-    else:
-        raise pytest.UsageError(
-            f"{folder} holds files the mechir-axioms plugin did not write; move them or choose another --mechir-report")
+        return False
+    raise pytest.UsageError(
+        f"{folder} holds files the mechir-axioms plugin did not write; move them or choose another --mechir-report")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
