@@ -161,3 +161,14 @@ def splade_real_path() -> Path:
     from decoder_models import splade_real_path as locate
 
     return locate()
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tiny models: they gain nothing from more, and on a shared 2-core
+    machine two contending threads make every small matmul some hundred times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

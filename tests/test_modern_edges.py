@@ -15,12 +15,8 @@ from mechir_axioms.core.errors import ModelError
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Tiny models: one intra-op thread (see conftest's one_torch_thread)."""
 
 
 def _copy(folder, tmp_path, name):

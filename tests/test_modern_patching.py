@@ -32,11 +32,8 @@ DELTA = 1e-9  # random tiny models change their scores by ~1e-3 .. 1e-5
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Tiny models: one intra-op thread (see conftest's one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

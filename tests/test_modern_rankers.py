@@ -143,13 +143,8 @@ def splade_vectors(model, tokenizer, texts):
 
 # --- data and models, each built once per module ---------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny models gain nothing from more, and on a shared 2-core machine two
-    contending threads make every small matmul some hundred times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Tiny models: one intra-op thread (see conftest's one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")
