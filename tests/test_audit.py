@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -15,6 +13,7 @@ import pytest
 from mechir_axioms import SettingsError, Variant, audit, load_audit, load_axiom, load_ranker, make_pairs, patch_variants
 from mechir_axioms.cli import main
 from mechir_axioms.models.layout import REGIONS
+from processes import kill_once_written
 
 TINY_TOLERANCE = 1e-7  # random tiny models move their scores by ~1e-5, far below a trained model's 1e-3
 HEAD_COLUMNS = ["axiom", "layer", "head", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag"]
@@ -220,14 +219,8 @@ def test_killed_audit_resumes_to_identical_results(tmp_path, minilm_path):
     subprocess.run(_cli(*options, "--out", str(whole)), check=True, env=environment, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_cli(*options, "--out", str(killed)), env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = killed / "work" / "TFC1" / "heads-to_baseline" / "chunk-0001" / "result.json"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_once_written(_cli(*options, "--out", str(killed)), checkpoint, env=environment)
     assert checkpoint.exists() and not (killed / "manifest.json").exists(), "the audit was not killed midway"
     finished = sorted((killed / "work").rglob("result.json"))
     stamps = {path: path.stat().st_mtime_ns for path in finished}

@@ -173,48 +173,39 @@ def long_sample(trec_rows, colbert_tools):
 
 
 @pytest.fixture(scope="module")
-def llm(decoder_model):
-    """llm(family) -> (ranker, eager HF causal LM, tokenizer, folder), loaded once."""
+def opened(decoder_model):
+    """opened(family, head, style=None) -> (ranker, eager HF model of the head's Auto class, tokenizer, folder),
+    loaded once."""
+    auto = {"causal-lm": AutoModelForCausalLM, "sequence-classification": AutoModelForSequenceClassification,
+            "base": AutoModel}
     built = {}
 
-    def get(family):
-        if family not in built:
-            folder = decoder_model(family, "causal-lm")
-            built[family] = (load_ranker(folder), eager(AutoModelForCausalLM, folder),
-                             AutoTokenizer.from_pretrained(folder), folder)
-        return built[family]
+    def get(family, head, style=None):
+        if (family, head, style) not in built:
+            folder = decoder_model(family, head, style)
+            built[family, head, style] = (load_ranker(folder), eager(auto[head], folder),
+                                          AutoTokenizer.from_pretrained(folder), folder)
+        return built[family, head, style]
 
     return get
 
 
 @pytest.fixture(scope="module")
-def cross(decoder_model):
+def llm(opened):
+    """llm(family) -> (ranker, eager HF causal LM, tokenizer, folder)."""
+    return lambda family: opened(family, "causal-lm")
+
+
+@pytest.fixture(scope="module")
+def cross(opened):
     """cross(family, style) -> (ranker, eager HF sequence classifier, tokenizer, folder)."""
-    built = {}
-
-    def get(family, style=None):
-        if (family, style) not in built:
-            folder = decoder_model(family, "sequence-classification", style)
-            built[family, style] = (load_ranker(folder), eager(AutoModelForSequenceClassification, folder),
-                                    AutoTokenizer.from_pretrained(folder), folder)
-        return built[family, style]
-
-    return get
+    return lambda family, style=None: opened(family, "sequence-classification", style)
 
 
 @pytest.fixture(scope="module")
-def embedder(decoder_model):
+def embedder(opened):
     """embedder(family) -> (ranker, eager HF base model, tokenizer, folder) of a plain decoder base folder."""
-    built = {}
-
-    def get(family):
-        if family not in built:
-            folder = decoder_model(family, "base")
-            built[family] = (load_ranker(folder), eager(AutoModel, folder), AutoTokenizer.from_pretrained(folder),
-                             folder)
-        return built[family]
-
-    return get
+    return lambda family: opened(family, "base")
 
 
 @pytest.fixture(scope="module")

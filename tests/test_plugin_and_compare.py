@@ -14,6 +14,7 @@ import pytest
 from mechir_axioms import audit, compare
 from mechir_axioms.cli import main
 from mechir_axioms.comparing import newcombe_difference
+from processes import kill_once_written
 
 pytest_plugins = ["pytester"]
 
@@ -207,22 +208,13 @@ def test_compare_refuses_audits_with_different_settings(two_audits, tiny, tmp_pa
 def test_plugin_resumes_its_audit_killed_midway(pytester, tiny, tmp_path):
     """A CI job killed during the plugin's audit leaves checkpoints and no marker; the next session resumes
     them instead of refusing the folder as someone else's."""
-    import signal
-    import time
-
     _, model = tiny("bert", "bi")
     pytester.makepyfile(test_inner="def test_audited(axiom_audit):\n    axiom_audit('TFC1')\n")
     reports = tmp_path / "reports"
     options = ["--mechir-model", str(model), "--mechir-n", "48", "--mechir-report", str(reports)]
-    process = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *options],
-                               cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
     checkpoint = reports / "TFC1" / "work" / "TFC1" / "pairs" / "provenance.json"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_once_written([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *options], checkpoint,
+                      cwd=pytester.path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     folder = reports / "TFC1"
     assert checkpoint.exists() and not (folder / "manifest.json").exists(), "the audit was not killed midway"
     result = pytester.runpytest_subprocess(*options)  # before the fix: "holds files the plugin did not write"

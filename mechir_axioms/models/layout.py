@@ -48,6 +48,25 @@ class Encoded:
     sequence_ids: list[int | None]
     fields: dict[str, list[int]]
 
+    def with_tokens(self, position: int, ids: list[int]) -> Encoded:
+        """This input with `ids` inserted at `position` as tokens that come from no text (a prompt's prefix or
+        suffix, ColBERT's marker): attended, and of the token type of the token before them."""
+        count = len(ids)
+
+        def filled(key: str, values: list[int]) -> list[int]:
+            if key == "input_ids":
+                extra = list(ids)
+            else:
+                extra = [1 if key == "attention_mask" else values[max(position - 1, 0)] if values else 0] * count
+            return values[:position] + extra + values[position:]
+
+        return Encoded(
+            self.ids[:position] + list(ids) + self.ids[position:],
+            self.offsets[:position] + [(0, 0)] * count + self.offsets[position:],
+            self.sequence_ids[:position] + [None] * count + self.sequence_ids[position:],
+            {key: filled(key, values) for key, values in self.fields.items()},
+        )
+
 
 ALIGNED_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 """The tokenizer outputs a pair stores for each of its inputs."""

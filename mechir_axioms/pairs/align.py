@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..models.layout import ALIGNED_FIELDS, REGIONS, Encoded, Layout, Place
+from ..models.layout import REGIONS, Encoded, Layout, Place
 from ..models.rankers import Ranker
 from ..perturb.operators import Dropped, Edit, Slot
 
-KEYS = ALIGNED_FIELDS
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import torch
 from transformers import BatchEncoding
 
 from ..core.files import write_atomically
+from ..models.layout import ALIGNED_FIELDS
 from ..models.rankers import ModelInput, Ranker
-from .align import KEYS
 
 FRAME_COLUMNS = ["qid", "docno", "relevance", "query", "baseline", "perturbed", "span_start", "span_end", "term", "rung"]
 Which = Literal["baseline", "perturbed"]
@@ -49,7 +49,7 @@ class PairSet:
 
     def _batch(self, prefix: str, rows: torch.Tensor, length: int) -> BatchEncoding:
         return BatchEncoding(
-            {key: self.tensors[f"{prefix}_{key}"][rows, :length] for key in KEYS if f"{prefix}_{key}" in self.tensors}
+            {key: self.tensors[f"{prefix}_{key}"][rows, :length] for key in ALIGNED_FIELDS if f"{prefix}_{key}" in self.tensors}
         )
 
     @property

@@ -307,11 +307,12 @@ class Ranker(ABC):
         )
 
 
-def last_attended(mask: torch.Tensor) -> torch.Tensor:
-    """Per row, the position of the last token the attention mask keeps: the last token under right padding,
-    position -1 under left padding, and still the last real token when a masked span leaves a hole."""
+def at_last_kept(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the hidden state [batch, width] of the last token the attention mask keeps: the last token under
+    right padding, position -1 under left padding, and still the last real token when a masked span leaves a hole."""
     positions = torch.arange(mask.shape[1], device=mask.device)
-    return (positions * (mask > 0)).argmax(1)
+    last = (positions * (mask > 0)).argmax(1)
+    return hidden[torch.arange(len(last), device=last.device), last]
 
 
 def model_input_fields(model: nn.Module) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from ...core.errors import ModelError, SettingsError
 from ..folder import ModelFolder
 from ..hooks import Hooks
 from ..weights import load_checked
-from .base import Side, last_attended, register_kind
+from .base import Side, at_last_kept, register_kind
 from .two_tower import TwoTower
 
 Pooling = Literal["cls", "mean", "last"]
@@ -116,7 +116,7 @@ class BiEncoder(TwoTower):
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         elif self.pooling == "last":
-            pooled = hidden[torch.arange(len(hidden), device=hidden.device), last_attended(mask)]
+            pooled = at_last_kept(hidden, mask)
         else:
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)

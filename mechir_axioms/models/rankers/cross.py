@@ -16,7 +16,7 @@ from ..folder import ModelFolder
 from ..hooks import Hooks, attached
 from ..layout import Layout, Place, template_place
 from ..weights import load_checked
-from .base import ModelInput, Ranker, count_truncated, last_attended, register_kind
+from .base import ModelInput, Ranker, at_last_kept, count_truncated, register_kind
 
 
 @register_kind
@@ -111,6 +111,5 @@ class CrossEncoder(Ranker):
                 logits = self.model(**inputs.tokens).logits
             else:
                 hidden = self.model.base_model(**inputs.tokens, use_cache=False).last_hidden_state
-                last = last_attended(inputs.tokens["attention_mask"])
-                logits = self.model.score(hidden[torch.arange(len(last), device=last.device), last])
+                logits = self.model.score(at_last_kept(hidden, inputs.tokens["attention_mask"]))
         return logits[:, 0] if logits.shape[-1] == 1 else logits[:, 1] - logits[:, 0]

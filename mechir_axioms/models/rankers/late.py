@@ -27,7 +27,7 @@ from ...core.errors import ModelError, SettingsError
 from ..files import model_file
 from ..folder import ModelFolder
 from ..hooks import Hooks
-from ..layout import Encoded
+from ..layout import Encoded, encodings
 from ..weights import load_checked
 from .base import Ranker, Side, register_kind
 from .bi import MISSING_OK, UNUSED_OK
@@ -177,15 +177,7 @@ class LateInteraction(TwoTower):
     def encode_untruncated(self, arguments: Sequence[Sequence[str]]) -> list[Encoded]:
         """Documents with the marker after [CLS] (a token from no text), untruncated, with offsets."""
         batch = self.tokenizer([text for text, in arguments], truncation=False, return_offsets_mapping=True)
-        results = []
-        for index, item in enumerate(batch.encodings):
-            fields = {key: list(batch[key][index]) for key in self.input_fields if key in batch}
-            for key, values in fields.items():
-                values.insert(1, self.markers["document"] if key == "input_ids" else int(key == "attention_mask"))
-            offsets, sequence_ids = list(item.offsets), list(item.sequence_ids)
-            results.append(Encoded(fields["input_ids"], offsets[:1] + [(0, 0)] + offsets[1:],
-                                   sequence_ids[:1] + [None] + sequence_ids[1:], fields))
-        return results
+        return [document.with_tokens(1, [self.markers["document"]]) for document in encodings(batch, self.input_fields)]
 
     def unchanged_side(self, target: str, items: Sequence[tuple[str, str]]) -> list[Encoded]:
         """The queries, expanded as the model reads them (pairs of a late ranker change the document)."""

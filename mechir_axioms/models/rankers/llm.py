@@ -20,9 +20,9 @@ from ...core.errors import SettingsError
 from ..adapters import Stack, base_stack
 from ..folder import ModelFolder
 from ..hooks import Hooks, attached
-from ..layout import Encoded, Layout, template_place
+from ..layout import Encoded, Layout, encodings, template_place
 from ..weights import load_checked
-from .base import ModelInput, Ranker, last_attended, register_kind
+from .base import ModelInput, Ranker, at_last_kept, register_kind
 
 QWEN3_RERANKER_TEMPLATE = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
@@ -124,17 +124,8 @@ class LLMReranker(Ranker):
     def encode_untruncated(self, arguments: Sequence[Sequence[str]]) -> list[Encoded]:
         """Each body tokenized with offsets between the prefix's and the suffix's tokens (which come from no text)."""
         batch = self.tokenizer([body for body, in arguments], add_special_tokens=False, return_offsets_mapping=True)
-        prefix, suffix = len(self.prefix_ids), len(self.suffix_ids)
-        results = []
-        for item in batch.encodings:
-            ids = self.prefix_ids + list(item.ids) + self.suffix_ids
-            results.append(Encoded(
-                ids,
-                [(0, 0)] * prefix + list(item.offsets) + [(0, 0)] * suffix,
-                [None] * prefix + list(item.sequence_ids) + [None] * suffix,
-                {"input_ids": ids, "attention_mask": [1] * len(ids)},
-            ))
-        return results
+        return [body.with_tokens(0, self.prefix_ids).with_tokens(len(self.prefix_ids) + len(body.ids), self.suffix_ids)
+                for body in encodings(batch, self.input_fields)]
 
     def layout(self, target: str, query: str, document: str, changed: str) -> Layout:
         texts = {"query": query, "document": document, target: changed, "instruction": self.instruction}
@@ -151,8 +142,7 @@ class LLMReranker(Ranker):
         tokens = {key: inputs.tokens[key] for key in ("input_ids", "attention_mask")}
         with attached(self.sites, hooks):
             hidden = self.model.base_model(**tokens, use_cache=False).last_hidden_state
-        last = last_attended(tokens["attention_mask"])
-        final = hidden[torch.arange(len(last), device=last.device), last]
+        final = at_last_kept(hidden, tokens["attention_mask"])
         wide = torch.float64 if final.dtype == torch.float64 else torch.float32
         head = self.model.get_output_embeddings()
         rows = self.label_ids.to(final.device)
