@@ -2,8 +2,10 @@
 
 Runs the real command in a fresh process, writing to a temporary folder, as a user would; prints a table
 and writes benchmarks/results/audit-<method>.json. `--method exact` times the exact variant instead.
+`--exact-from F` compares the flagged heads per axiom with those of an exact audit's folder F on the same
+pairs (`mechir-axioms audit --method exact --targets heads --out F`; heads' flags do not depend on cells).
 
-    python benchmarks/audit.py [--method attribution|exact] [--n 200]
+    python benchmarks/audit.py [--method verified|atp*|attribution|exact] [--n 200] [--exact-from F]
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ def _flagged(frame: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--method", default=None, choices=["attribution", "exact"], help="default: the CLI's default")
+    parser.add_argument("--method", default=None, choices=["verified", "atp*", "attribution", "exact"],
+                        help="default: the CLI's default")
     parser.add_argument("--n", type=int, default=None, help="pairs per axiom (default: the CLI's default)")
+    parser.add_argument("--exact-from", default=None, help="an exact heads audit's folder to compare flags with")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         out = Path(temporary) / "audit"
@@ -48,6 +52,7 @@ def main() -> None:
         heads = pd.read_parquet(out / "heads.parquet")
         cells = pd.read_parquet(out / "cells.parquet")
         report_bytes = (out / "report.html").stat().st_size
+        exact = _flagged(pd.read_parquet(Path(args.exact_from) / "heads.parquet")) if args.exact_from else None
     settings = manifest["settings"]
     result = {
         "command": " ".join(["mechir-axioms audit", *options]),
@@ -65,6 +70,12 @@ def main() -> None:
         "cell_flags": _flagged(cells),
         "verdicts": axioms.set_index("axiom")["verdict"].to_dict(),
         "report_bytes": report_bytes,
+        "verification": {axiom: {key: facts["verification"][key] for key in (
+            "verified", "candidates", "largest_unverified_screen", "screen_error_p99", "missed_flag_bound")}
+            for axiom, facts in manifest["axioms"].items() if "verification" in facts},
+        "exact_flags": exact,
+        "flags_equal_exact": None if exact is None else {
+            axiom: _flagged(heads).get(axiom, {}) == exact.get(axiom, {}) for axiom in settings["axioms"]},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
     }
     print("| command | axioms x pairs | heads | block cells | blocks by position | seconds | limit |")
@@ -75,9 +86,20 @@ def main() -> None:
     print("verdicts:", result["verdicts"])
     print("head flags:", result["flags"])
     print("cell flags:", result["cell_flags"])
+    if result["flags_equal_exact"] is not None:
+        print("| axiom | heads flagged (this run) | heads flagged (exact) | equal |")
+        print("|---|---|---|---|")
+        for axiom, equal in result["flags_equal_exact"].items():
+            mine, theirs = result["flags"].get(axiom, {}), exact.get(axiom, {})
+            show = lambda flags: "; ".join(f"{flag}: {', '.join(sorted(names))}" for flag, names in sorted(flags.items())) or "none"  # noqa: E731
+            print(f"| {axiom} | {show(mine)} | {show(theirs)} | {'yes' if equal else 'NO'} |")
+    for axiom, facts in result["verification"].items():
+        print(f"{axiom}: verified {len(facts['verified'])} of {facts['candidates']} candidates; missed-flag bound "
+              f"{facts['missed_flag_bound']:.3f} (largest unverified screen {facts['largest_unverified_screen']:.3f} "
+              f"+ p99 screen error {facts['screen_error_p99']:.3f})")
     folder = ROOT / "benchmarks" / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"audit-{result['method']}.json"
+    name = f"audit-{result['method'].replace('*', '-star')}.json"
     (folder / name).write_text(json.dumps(result, indent=2))
     print(f"wrote benchmarks/results/{name}")
 

@@ -182,6 +182,29 @@ def parity(device: torch.device, data: str, root: Path) -> list[dict]:
     return rows
 
 
+def verified_against_exact(model: Path, device: torch.device, out: Path, n: int, batch_size: int) -> list[dict]:
+    """The real cross-encoder audited on the five default axioms (heads only) by --method exact and by
+    --method verified on this device; each audit is saved under `out`. Returns seconds and flag sets."""
+    from mechir_axioms import audit, load_ranker
+    from mechir_axioms.core.defaults import DEFAULT_AXIOMS
+
+    ranker = load_ranker(str(model), device=str(device))
+    rows = []
+    for method in ("exact", "verified"):
+        seconds, result, peak = _timed(device, lambda method=method: audit(
+            ranker, list(DEFAULT_AXIOMS), n=n, targets=["heads"], method=method, stability=0, examples=0,
+            batch_size=batch_size, folder=out / f"cross-encoder-{method}", progress=False))
+        flags = result.heads[result.heads["flag"] != ""]
+        rows.append({"method": method, "seconds": round(seconds, 1), "peak_gib": None if peak is None else round(peak, 2),
+                     "flags": {axiom: sorted(f"{name}:{flag}" for name, flag in zip(group["name"], group["flag"]))
+                               for axiom, group in flags.groupby("axiom")},
+                     "verification": {axiom: facts.get("verification") for axiom, facts in result.manifest["axioms"].items()}})
+        print(f"{method}: {seconds:.1f} s, flags {rows[-1]['flags']}", flush=True)
+    same = rows[0]["flags"] == rows[1]["flags"]
+    print(f"flagged heads equal: {same}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -191,7 +214,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--assets", default=str(ROOT / ".gpu"), help="folder with trec-dl-passages.jsonl.gz, vocab.txt")
     parser.add_argument("--quick", action="store_true", help="a small run to try the script (CPU)")
+    parser.add_argument("--verified-vs-exact", default=None, metavar="MODEL",
+                        help="only audit this model's heads by exact and verified patching (5 axioms), saved in --out")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "verified"))
     args = parser.parse_args()
+    if args.verified_vs_exact:
+        from mechir_axioms.models.device import resolve_device
+
+        device = resolve_device(args.device)
+        rows = verified_against_exact(Path(args.verified_vs_exact), device, Path(args.out), 4 if args.quick else 200,
+                                      args.batch_size)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "verified-vs-exact.json").write_text(json.dumps(
+            {"device": str(device), "device_name": name, "torch": torch.__version__, "rows": rows}, indent=2, default=str))
+        return
     if args.quick:
         args.n, args.llm_n, args.audit_n = 4, 2, 4
     warnings.simplefilter("ignore")

@@ -15,6 +15,7 @@ _EXPORTS = {
     "auditing.result": ["Audit", "load_audit"],
     "auditing.run": ["audit"],
     "auditing.settings": ["Settings"],
+    "auditing.sweep": ["Sweep", "sweep"],
     "comparing": ["Comparison", "compare"],
     "core.errors": ["DataError", "MechirError", "ModelError", "SettingsError", "SpecError"],
     "models.loading": ["load_ranker"],

@@ -56,6 +56,51 @@ def _audit(args: argparse.Namespace) -> int:
         ) if target in targets]
         print(f"{row.axiom:<10} {row.verdict:<12} agreement {row.agreement:6.1%} "
               f"[{row.agreement_low:.1%}, {row.agreement_high:.1%}]  {'; '.join(found)}")
+        facts = result.manifest["axioms"][row.axiom].get("verification")
+        if facts:
+            below = "below" if facts["bound_below_threshold"] else "NOT below"
+            print(f"{'':<10} heads verified exactly: {', '.join(facts['verified']) or 'none'}; missed-flag bound "
+                  f"{facts['missed_flag_bound']:.3f}, {below} the threshold {result.manifest['settings']['threshold']}")
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def _vary(values: list[str]) -> dict[str, list]:
+    """--vary filler=a,the,and --vary seed=0,1,2 as {factor: [values]} (seeds as integers)."""
+    from .core.errors import SettingsError
+
+    vary: dict[str, list] = {}
+    for item in values:
+        factor, _, listed = item.partition("=")
+        if not listed:
+            raise SettingsError(f"--vary {item!r} is not valid; write factor=value,value (e.g. filler=a,the,and)")
+        names = list(parse_names(listed))
+        if factor.strip() == "seed":
+            if not all(name.isdigit() for name in names):
+                raise SettingsError(f"--vary {item!r} is not valid; seeds are integers of at least 0")
+            names = [int(name) for name in names]
+        vary[factor.strip()] = names
+    return vary
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .auditing.sweep import sweep
+    from .models.loading import load_ranker
+    from .specs.axiom import load_axiom
+
+    settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
+    axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
+    vary = _vary(args.vary) if args.vary else None
+    with _warnings_printed():
+        ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
+        options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data", "seed")}
+        result = sweep(ranker, axioms, vary, settings.data, seed=settings.seed, folder=args.out, resume=args.resume,
+                       **{**options, "targets": settings.targets})
+    for row in result.variants.itertuples():
+        print(f"{row.axiom:<8} {row.variant:<18} {row.verdict:<12} agreement {row.agreement:6.1%}  "
+              f"heads {row.encodes}/{row.violates}  cells {row.cells_encodes}/{row.cells_violates}")
+    for axiom in result.variants["axiom"].unique():
+        print(f"{axiom}: heads flagged under every variant: {', '.join(result.holding(axiom)) or 'none'}")
     print(f"report: {result.report_path}")
     return 0
 
@@ -150,6 +195,17 @@ def parser() -> argparse.ArgumentParser:
     auditing.add_argument("--resume", action="store_true", help="continue an interrupted audit in --out")
     auditing.add_argument("--axiom-folder", action="append", default=[], help="an extra folder of axiom specs")
     auditing.set_defaults(run=_audit)
+    sweeping = commands.add_parser("sweep", help="audit axioms once per design variant; report which flags hold under all")
+    _settings_flags(sweeping)
+    _model_placement(sweeping)
+    sweeping.set_defaults(axioms=("TFC1",), examples=0)
+    sweeping.add_argument("--vary", action="append", default=[], metavar="FACTOR=V1,V2",
+                          help="a design choice and its values, one factor at a time around the spec: filler, position, "
+                          "seed or baseline (default: three fillers, start and end, three seeds)")
+    sweeping.add_argument("--out", default="reports/sweep", help="folder for the variants' audits and report.html")
+    sweeping.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
+    sweeping.add_argument("--axiom-folder", action="append", default=[], help="an extra folder of axiom specs")
+    sweeping.set_defaults(run=_sweep)
     report = commands.add_parser("report", help="re-render report.html of a saved audit")
     report.add_argument("folder", help="the audit's folder")
     report.set_defaults(run=_report)

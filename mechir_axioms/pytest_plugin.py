@@ -59,8 +59,10 @@ class AxiomResult:
 
     def _rule(self) -> str:
         settings = self.audit.manifest["settings"]
-        return (f"A flag needs an effect beyond +/-{settings['threshold']} at q <= {settings['alpha']} "
-                f"(heads patched by the {settings['method']} method)")
+        how = {"verified": "verified method: AtP* screened every head, flags rest on exact patching",
+               "exact": "exact method", "attribution": "attribution method (AtP, an estimate)",
+               "atp*": "atp* method (an estimate)"}.get(settings["method"], f"{settings['method']} method")
+        return f"A flag needs an effect beyond +/-{settings['threshold']} at q <= {settings['alpha']} (heads: {how})"
 
     def _fail(self, message: str) -> None:
         __tracebackhide__ = True
@@ -76,6 +78,13 @@ class AxiomResult:
         """The verdict is `satisfied`: the agreement's Wilson interval lies above 50%."""
         __tracebackhide__ = True
         row = self.row
+        if row["verdict"] != "satisfied" and row["expect"] == "no_change":
+            self._fail(
+                f"expected the verdict 'satisfied' (no systematic change: the 90% interval of the mean change inside "
+                f"+/-{row['margin']:.3g}), measured '{row['verdict']}': mean change {row['mean_delta']:+.3g}, "
+                f"90% t interval [{row['tost_low']:+.3g}, {row['tost_high']:+.3g}], TOST p = {row['tost_p']:.2g}; "
+                f"{self._agreement()}"
+            )
         if row["verdict"] != "satisfied":
             self._fail(
                 f"expected the verdict 'satisfied' (expect {row['expect']}; Wilson interval above 50%), "
@@ -113,8 +122,10 @@ class AxiomResult:
 def _describe(row: pd.Series, name: str) -> str:
     if row["n"] == 0:
         return f"{name} untested (no pair changed its score by more than the tolerance)"
-    return (f"{name} effect {row['effect']:+.3f} [95% CI {row['ci_low']:+.3f}, {row['ci_high']:+.3f}], "
-            f"q = {row['q_value']:.2g}{', ' + row['flag'] if row['flag'] else ''}")
+    measured = row.get("measured", "")
+    how = {"exact": "exactly measured", "screened": "AtP* estimate, not verified"}.get(measured, measured)
+    return (f"{name} {how + ' ' if how else ''}effect {row['effect']:+.3f} [95% CI {row['ci_low']:+.3f}, "
+            f"{row['ci_high']:+.3f}], q = {row['q_value']:.2g}{', ' + row['flag'] if row['flag'] else ''}")
 
 
 PLUGIN_SETTINGS = ("model", "data", "n", "method")

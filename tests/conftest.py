@@ -172,3 +172,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def short_frame(trec_rows):
+    """Real pairs with short passages (5-14 words), so that naive patching and audits stay affordable."""
+    import pandas as pd
+
+    frame = pd.DataFrame(trec_rows)
+    return frame[frame["text"].str.split().str.len().between(5, 14) & (frame["text"].str.len() < 100)]

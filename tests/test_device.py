@@ -47,6 +47,7 @@ def test_patching_puts_every_tensor_on_the_rankers_device(small_pairs, family, k
         results = [patch(ranker, pairs, target, "exact", batch_size=4, direction="to_baseline", delta=0.0, progress=False)
                    for target in ("heads", "regions", "blocks")]
         results.append(patch(ranker, pairs, "heads", "attribution", delta=0.0, progress=False))
+        results.append(patch(ranker, pairs, "heads", "atp*", delta=0.0, progress=False))
         results.append(patch(ranker, pairs, "heads_by_pos", heads=[(0, 0)], delta=0.0, progress=False))
         results.append(patch_naive(ranker, pairs.take([0]), "mlp", delta=0.0))
         ranker.score(["a query"], ["a document about a query"])
@@ -62,9 +63,10 @@ def test_audit_puts_every_tensor_on_the_rankers_device(small_pairs, trec_rows, t
     with VirtualDevice(ranker.model), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = audit(ranker, ["TFC1"], pd.DataFrame(trec_rows[:300]), n=3, cell_pairs=2, examples=1, tolerance=0.0,
-                       folder=tmp_path / "audit", progress=False)
+                       method="verified", threshold=0.0, folder=tmp_path / "audit", progress=False)
     assert len(result.heads) == ranker.n_layers * ranker.n_heads
     assert result.manifest["axioms"]["TFC1"]["excluded"]["patching"] == 0  # the heads really were patched
+    assert result.manifest["axioms"]["TFC1"]["verification"]["verified"], "threshold 0: some head is verified exactly"
     assert result.manifest["model"]["device"] == "cpu" and result.manifest["model"]["dtype"] == "float32"
 
 

@@ -36,13 +36,6 @@ def _one_thread(one_torch_thread):
     """Tiny models: one intra-op thread (see conftest's one_torch_thread)."""
 
 
-@pytest.fixture(scope="module")
-def short_frame(trec_rows) -> pd.DataFrame:
-    """Real pairs with short passages, so that naive patching and audits stay affordable."""
-    frame = pd.DataFrame(trec_rows)
-    return frame[frame["text"].str.split().str.len().between(5, 14) & (frame["text"].str.len() < 100)]
-
-
 # --- the kinds under test ------------------------------------------------------------------------------
 # name -> (how to get its folder from the session fixtures, expected kind)
 CASES = {

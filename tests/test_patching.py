@@ -15,13 +15,6 @@ from mechir_axioms.patching.naive import patch_naive
 TOLERANCE = 1e-5
 
 
-@pytest.fixture(scope="module")
-def short_frame(trec_rows) -> pd.DataFrame:
-    """Real pairs with short passages, so the naive reference stays affordable."""
-    frame = pd.DataFrame(trec_rows)
-    return frame[frame["text"].str.split().str.len().between(5, 14) & (frame["text"].str.len() < 100)]
-
-
 @pytest.fixture(scope="module", params=["minilm", "cross-encoder", "t5"])
 def double_ranker(request, tiny):
     """Each model in float64, so the comparison sees the algorithm and not float32 reduction order."""

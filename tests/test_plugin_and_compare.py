@@ -51,7 +51,7 @@ def test_plugin_fixtures_marker_messages_and_summary(pytester, tiny, tmp_path):
         f"report: {reports}/TFC1/report.html",
         "expected heads 0.1 to be flagged 'encodes'; not flagged: 0.1 untested (no pair changed its score by "
         "more than the tolerance). Heads flagged 'encodes': none. A flag needs an effect beyond +/-0.05 at "
-        "q <= 0.05 (heads patched by the attribution method)",
+        "q <= 0.05 (heads: verified method: AtP* screened every head, flags rest on exact patching)",
         "expected the verdict 'satisfied' (expect increase; Wilson interval above 50%), measured 'violated': "
         "agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs, mean score change",
         " mechir-axioms ",
@@ -139,7 +139,8 @@ def test_no_violating_heads_is_checked_on_tested_heads(tiny, trec_rows, tmp_path
     violating = list(mirrored.index[mirrored["flag"] == "violates"])
     assert encoding and violating == encoding and (heads["flag"] != "violates").all()  # the same heads, turned around
     described = "; ".join(
-        f"{name} effect {row.effect:+.3f} [95% CI {row.ci_low:+.3f}, {row.ci_high:+.3f}], q = {row.q_value:.2g}, violates"
+        f"{name} exactly measured effect {row.effect:+.3f} [95% CI {row.ci_low:+.3f}, {row.ci_high:+.3f}], "
+        f"q = {row.q_value:.2g}, violates"
         for name, row in mirrored.loc[violating].iterrows())
     expected = (f"TFC1-MIRROR (One more occurrence of a query term lowers the score): expected no head flagged "
                 f"'violates', found {len(violating)}: {described}")

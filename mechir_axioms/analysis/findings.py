@@ -8,6 +8,7 @@ Benjamini-Hochberg control across all components of its kind in the audit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,8 @@ import pandas as pd
 
 from ..patching.result import PatchResult
 from ..specs.axiom import Axiom
-from .stats import benjamini_hochberg, bootstrap_ci, bootstrap_ratio_ci, signed_rank_p, threshold_test, wilson
+from .stats import (benjamini_hochberg, bootstrap_ci, bootstrap_ratio_ci, equivalence_test, signed_rank_p, threshold_test,
+                    wilson)
 
 EXPECTED_SIGN = {"increase": 1, "not_decrease": 1, "no_change": 1, "decrease": -1, "not_increase": -1}
 SIGN_FLIPS = 100_000
@@ -44,8 +46,20 @@ def agrees(delta: np.ndarray, expect: str, tolerance: float) -> np.ndarray:
     }[expect]
 
 
-def behaviour(axiom: Axiom, delta: np.ndarray, tolerance: float, seed: int) -> dict[str, Any]:
-    """Agreement with its Wilson CI, mean and median change with bootstrap CIs, Wilcoxon p, verdict."""
+def equivalence_margin(scores: np.ndarray, fraction: float) -> float:
+    """The margin within which a `no_change` axiom's mean change counts as none: `fraction` of the standard
+    deviation of the audited pairs' scores (both inputs), in score units."""
+    scores = np.asarray(scores, dtype=float)
+    return float(fraction * scores.std(ddof=1)) if len(scores) > 1 else math.nan
+
+
+def behaviour(axiom: Axiom, delta: np.ndarray, tolerance: float, seed: int, margin: float = math.nan) -> dict[str, Any]:
+    """Agreement with its Wilson CI, mean and median change with bootstrap CIs, Wilcoxon p, verdict.
+
+    A directional axiom is satisfied when the Wilson interval of agreement lies above one half (violated below).
+    A `no_change` axiom asks whether the change is systematic: an equivalence test (TOST) on the mean change
+    against +-`margin` (score units) says satisfied when the 90% interval lies inside, violated when it lies
+    wholly outside, and inconclusive otherwise; agreement (the share within `tolerance`) is still reported."""
     delta = np.asarray(delta, dtype=float)
     agreeing = agrees(delta, axiom.expect, tolerance)
     low, high = wilson(int(agreeing.sum()), len(agreeing))
@@ -53,12 +67,19 @@ def behaviour(axiom: Axiom, delta: np.ndarray, tolerance: float, seed: int) -> d
     median_low, median_high = bootstrap_ci(delta, "median", seed=seed)
     alternative = {"increase": "greater", "decrease": "less"}.get(axiom.expect, "two-sided")
     verdict = "satisfied" if low > 0.5 else "violated" if high < 0.5 else "inconclusive"
+    equivalence = {"margin": math.nan, "tost_low": math.nan, "tost_high": math.nan, "tost_p": math.nan}
+    if axiom.expect == "no_change":
+        tost_low, tost_high, tost_p = equivalence_test(delta, margin)
+        equivalence = {"margin": margin, "tost_low": tost_low, "tost_high": tost_high, "tost_p": tost_p}
+        inside, outside = -margin < tost_low and tost_high < margin, tost_low > margin or tost_high < -margin
+        verdict = "satisfied" if inside else "violated" if outside else "inconclusive"
     return {
         "axiom": axiom.name, "title": axiom.title, "expect": axiom.expect, "n_pairs": len(delta),
         "agreement": float(agreeing.mean()), "agreement_low": low, "agreement_high": high,
         "mean_delta": float(delta.mean()), "mean_low": float(mean_low), "mean_high": float(mean_high),
         "median_delta": float(np.median(delta)), "median_low": float(median_low), "median_high": float(median_high),
-        "wilcoxon_p": signed_rank_p(delta, alternative), "wilcoxon_alternative": alternative, "verdict": verdict,
+        "wilcoxon_p": signed_rank_p(delta, alternative), "wilcoxon_alternative": alternative, **equivalence,
+        "verdict": verdict,
     }
 
 

@@ -120,3 +120,19 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     q[order] = adjusted
     q_values[tested] = q
     return q_values
+
+
+def equivalence_test(values: np.ndarray, margin: float, level: float = 0.90) -> tuple[float, float, float]:
+    """TOST for a mean within +-margin: (low, high, p) of the two-sided `level` t interval of the mean and the
+    larger of the two one-sided p-values (equivalence at 1 - p); nan with fewer than 2 values."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return math.nan, math.nan, math.nan
+    mean, error = float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+    if error == 0:
+        inside = abs(mean) < margin
+        return mean, mean, 0.0 if inside else 1.0
+    t = float(stats.t.ppf(1 - (1 - level) / 2, len(values) - 1))
+    lower_p = float(stats.t.sf((mean + margin) / error, len(values) - 1))  # H0: mean <= -margin
+    upper_p = float(stats.t.cdf((mean - margin) / error, len(values) - 1))  # H0: mean >= +margin
+    return mean - t * error, mean + t * error, max(lower_p, upper_p)

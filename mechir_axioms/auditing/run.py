@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..analysis.findings import Changes, behaviour, effects_frame, replication, symmetric_change
+from ..analysis.findings import Changes, behaviour, effects_frame, equivalence_margin, replication
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
 from ..pairs.compile import make_pairs
@@ -30,42 +30,22 @@ from ..patching.plan import BLOCK_COMPONENTS, plan
 from ..patching.result import PatchResult
 from ..specs.axiom import Axiom, load_axiom
 from .checkpoints import Checkpoints
+from .chunks import Patcher, both_directions
 from .examples import attention_patterns, blocks_frame, example_rows, pair_tokens, top_heads
 from .result import Audit
 from .settings import Settings
+from .verified import verified_heads
 
-CHUNK = 32
-"""Pairs per checkpoint: an interrupted audit loses at most one chunk of patching."""
 DEFAULTS = Settings()
 
 
-def _patch_in_chunks(ranker: Ranker, pairs: PairSet, axiom: str, target: str, method: str, direction: str,
-                     settings: Settings, work: Checkpoints, progress: bool) -> PatchResult:
-    """Patch `target` on every pair in one direction, CHUNK pairs at a time, each chunk checkpointed."""
-    parts = []
-    bar = tqdm(total=len(pairs), desc=f"{axiom} {target} {direction} ({method})", unit="pair", leave=False,
-               disable=not progress)
-    for start in range(0, len(pairs), CHUNK):
-        rows = list(range(start, min(start + CHUNK, len(pairs))))
-        parts.append(work.patched(axiom, f"{target}-{direction}/chunk-{start // CHUNK:04d}", lambda rows=rows: patch(
-            ranker, pairs.take(rows), target, method, batch_size=settings.batch_size, direction=direction,
-            delta=settings.tolerance, progress=False)))
-        bar.update(len(rows))
-    bar.close()
-    first = parts[0]
-    return PatchResult(
-        first.target, first.method, np.concatenate([part.effects for part in parts]), first.dims,
-        np.concatenate([part.receiver_score for part in parts]), np.concatenate([part.donor_score for part in parts]),
-        sum(part.excluded for part in parts), first.delta, first.labels, {**first.provenance, "n_pairs": len(pairs)},
-    )
+def _patcher(ranker: Ranker, target: str, method: str, settings: Settings) -> Patcher:
+    """Patch `target` of some pairs with `method` in one direction, as the audit's settings say."""
+    def run(pairs: PairSet, direction: str) -> PatchResult:
+        return patch(ranker, pairs, target, method, batch_size=settings.batch_size, direction=direction,
+                     delta=settings.tolerance, progress=False)
 
-
-def _both_directions(ranker: Ranker, pairs: PairSet, spec: Axiom, target: str, method: str, settings: Settings,
-                     work: Checkpoints, progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult]:
-    """The symmetric change of every component of `target` (perturbed into baseline and back), and the first run."""
-    denoising, noising = (_patch_in_chunks(ranker, pairs, spec.name, target, method, direction, settings, work, progress)
-                          for direction in ("to_baseline", "to_perturbed"))
-    return symmetric_change(denoising, noising, spec.expect), denoising
+    return run
 
 
 def _cell_rows(count: int, cell_pairs: int, seed: int) -> list[int]:
@@ -98,9 +78,12 @@ def audit(
     targets: Sequence[str] = DEFAULTS.targets,
     method: str = DEFAULTS.method,
     *,
+    verify: int = DEFAULTS.verify,
+    margin: float = DEFAULTS.margin,
     threshold: float = DEFAULTS.threshold,
     alpha: float = DEFAULTS.alpha,
     tolerance: float = DEFAULTS.tolerance,
+    equivalence: float = DEFAULTS.equivalence,
     cell_pairs: int = DEFAULTS.cell_pairs,
     examples: int = DEFAULTS.examples,
     stability: int = DEFAULTS.stability,
@@ -111,21 +94,24 @@ def audit(
 ) -> Audit:
     """Audit `ranker` on `axioms`: pairs, scores, patching, statistics; saved to `folder` if given.
 
-    targets: "heads" patches every head's output on every pair, in both directions, with `method`
-    ("exact" or "attribution"). "blocks" patches the residual stream, attention and MLP outputs per layer
+    targets: "heads" patches every head's output on every pair, in both directions, with `method` ("exact",
+    "attribution", "atp*", or "verified": AtP* screens every head and the heads whose screen comes within
+    `margin` of the threshold, at most `verify` per axiom, are patched exactly; only those can be flagged).
+    "blocks" patches the residual stream, attention and MLP outputs per layer
     and token region (the changed span, the rest of the changed text, the other text of a joint input,
     special tokens) on `cell_pairs` seeded random pairs per axiom, in both directions, always exactly
     (attribution misjudges the residual stream at the changed span); and per layer and position on the
     `examples` shortest strongly changed pairs, for the report's plot. A head or cell is flagged `encodes`
     (`violates`) when the share of the score change it carries is above `threshold` (below -threshold) at
     Benjamini-Hochberg FDR `alpha` across all heads (cells) of the audit. `tolerance` is the score change
-    below which a pair counts as unchanged; such pairs are left out of patching. `stability=R` adds each
+    below which a pair counts as unchanged; such pairs are left out of patching; `equivalence` sets the TOST
+    margin of no_change axioms (a fraction of the scores' standard deviation). `stability=R` adds each
     flag's replication rate over R random query-disjoint half splits. With `folder`, every finished step
     is checkpointed; `resume=True` continues an interrupted audit.
     """
     names = tuple(axiom.name if isinstance(axiom, Axiom) else str(axiom) for axiom in axioms)
-    settings = Settings(names, None, None, n, seed, tuple(targets), method, threshold, alpha, tolerance,
-                        cell_pairs, examples, stability, batch_size)  # bad settings fail here, before any work
+    settings = Settings(names, None, None, n, seed, tuple(targets), method, verify, margin, threshold, alpha,
+                        tolerance, equivalence, cell_pairs, examples, stability, batch_size)  # fails before any work
     specs = [axiom if isinstance(axiom, Axiom) else load_axiom(axiom) for axiom in axioms]
     frame, source = load_data(data)  # bad data fails here, before the model loads
     if not isinstance(ranker, Ranker):
@@ -157,19 +143,27 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
         pairs = work.pairs(spec.name, lambda spec=spec: make_pairs(spec, data, ranker, n=n, seed=seed))
         pair_sets[spec.name] = pairs
         scored = work.scores(spec.name, lambda pairs=pairs: pairs.score(ranker))
-        rows_of_behaviour.append(behaviour(spec, scored["delta"].to_numpy(), tolerance, seed))
+        scores = np.concatenate([scored["baseline_score"].to_numpy(), scored["perturbed_score"].to_numpy()])
+        rows_of_behaviour.append(behaviour(spec, scored["delta"].to_numpy(), tolerance, seed,
+                                           equivalence_margin(scores, settings.equivalence)))
         pair_frames.append(scored.assign(axiom=spec.name, pair=np.arange(len(scored))))
         provenance[spec.name] = {**pairs.provenance, "data": source}
         qids = pairs.frame["qid"].astype(str).to_numpy()
         if "heads" in targets:
-            head_changes[spec.name], run = _both_directions(ranker, pairs, spec, "heads", method, settings, work, progress)
+            if method == "verified":
+                head_changes[spec.name], run, verification = verified_heads(ranker, pairs, spec, settings, work, progress)
+                provenance[spec.name]["verification"] = verification
+            else:
+                head_changes[spec.name], run, _ = both_directions(
+                    pairs, spec.name, spec.expect, "heads", _patcher(ranker, "heads", method, settings), work, progress)
             head_qids[spec.name] = qids
             provenance[spec.name]["excluded"] = {"patching": run.excluded, "delta": tolerance}
         examples_of[spec.name] = example_rows(scored, pairs.tensors["length"], spec, examples, tolerance)
         if "blocks" in targets:
             rows = _cell_rows(len(pairs), cell_pairs, seed)
-            cell_changes[spec.name], run = _both_directions(
-                ranker, pairs.take(rows), spec, "regions", "exact", settings, work, progress)
+            cell_changes[spec.name], run, _ = both_directions(
+                pairs.take(rows), spec.name, spec.expect, "regions", _patcher(ranker, "regions", "exact", settings), work,
+                progress)
             cell_qids[spec.name] = qids[rows]
             provenance[spec.name]["cells"] = {"pairs": len(rows), "excluded": run.excluded, "delta": tolerance}
             if examples_of[spec.name]:
@@ -178,6 +172,7 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
                     delta=tolerance, progress=progress))
                 blocks.append(blocks_frame(spec, result, examples_of[spec.name], ranker, pairs))
     heads = _findings(head_changes, _labels_of_heads(ranker), head_qids, settings)
+    _mark_measured(heads, provenance, method)
     cells = _findings(cell_changes, _labels_of_cells(ranker), cell_qids, settings)
     axioms_frame = pd.DataFrame(rows_of_behaviour)
     for frame, prefix in ((heads, ""), (cells, "cells_")):
@@ -212,6 +207,21 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
     }
     return Audit(axioms_frame, heads, cells, pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(),
                  pd.concat(pair_frames, ignore_index=True), attention, manifest)
+
+
+def _mark_measured(heads: pd.DataFrame, provenance: dict[str, Any], method: str) -> None:
+    """Say how each head's effect was measured; a head that only the screen measured carries no flag."""
+    if heads.empty:
+        heads["measured"] = pd.Series(dtype=str)
+        return
+    measured = np.full(len(heads), "exact" if method == "verified" else method, dtype=object)
+    for axiom, facts in provenance.items():
+        if "verification" in facts:
+            rows = (heads["axiom"] == axiom).to_numpy()
+            exact = np.asarray(facts["verification"]["measured"], dtype=bool).reshape(-1)
+            measured[rows] = np.where(exact, "exact", "screened")
+    heads["measured"] = measured
+    heads.loc[heads["measured"] == "screened", "flag"] = ""
 
 
 def _findings(changes: Changes, labels: list[dict[str, Any]], qids: dict[str, np.ndarray], settings: Settings) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from ..core.defaults import DEFAULT_AXIOMS, DEFAULT_MODEL, PATCHING_METHODS, SAMPLE_NAME
+from ..core.defaults import AUDIT_METHODS, DEFAULT_AXIOMS, DEFAULT_MODEL, SAMPLE_NAME
 from ..core.errors import SettingsError
 
 TARGETS = ("heads", "blocks")
@@ -35,16 +35,26 @@ class Settings:
     seed: int = _setting(0, "seed for pair selection, cell pairs and resampling", kind=int, low=0)
     targets: tuple[str, ...] = _setting(TARGETS, "heads, blocks or both (comma-separated)", kind=tuple, choices=TARGETS)
     method: str = _setting(
-        "exact", "how heads are patched on every pair (the CLI and plugin default attribution, a first-order "
-        "approximation that is 10x faster: exact patching of 5 axioms x 200 pairs does not fit 10 minutes on 2 CPU "
-        "cores); blocks are always exact", choices=PATCHING_METHODS, cli_default="attribution")
+        "exact", "how heads are measured: exact on every head, attribution (AtP) or atp* estimates, or verified "
+        "(the CLI and plugin default: AtP* screens every head and each head that could reach a flag is patched "
+        "exactly, so every flag rests on exact effects); blocks are always exact", choices=AUDIT_METHODS,
+        cli_default="verified")
+    verify: int = _setting(16, "method verified: at most this many heads per axiom are patched exactly", kind=int, low=0)
+    margin: float = _setting(
+        0.025, "method verified: heads whose screened effect is within this of the threshold are patched exactly",
+        kind=float, low=0.0)
     threshold: float = _setting(0.05, "effect size a flagged head or cell must exceed", kind=float, low=0.0)
     alpha: float = _setting(0.05, "Benjamini-Hochberg FDR over all heads (cells)", kind=float)
     tolerance: float = _setting(1e-3, "score change that counts as a change", kind=float, low=0.0)
+    equivalence: float = _setting(
+        0.1, "no_change axioms (NULL): the equivalence margin of the mean change, as a fraction of the standard "
+        "deviation of the audited pairs' scores", kind=float, low=0.0)
     cell_pairs: int = _setting(
         48, "random pairs per axiom on which block cells (component x layer x token region) are patched", kind=int, low=2)
     examples: int = _setting(2, "example pairs per axiom for per-position blocks and attention", kind=int, low=0)
-    stability: int = _setting(0, "random query-disjoint half splits for replication", kind=int, low=0)
+    stability: int = _setting(
+        10, "random query-disjoint half splits over which each flag's replication rate is measured (0: none)", kind=int,
+        low=0)
     batch_size: int = _setting(8, "sequences per forward pass", kind=int, low=1)
 
     def __post_init__(self) -> None:

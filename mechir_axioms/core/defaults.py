@@ -12,8 +12,12 @@ DEFAULT_AXIOMS = ("TFC1", "TDC", "LNC1", "STMC1", "NULL")
 """What an audit covers unless told otherwise: four behaviours and the NULL calibration control."""
 SAMPLE_NAME = "bundled TREC DL 2019/2020 sample"
 """The name of the bundled data used when no data is given."""
-PATCHING_METHODS = ("exact", "attribution")
-"""How components are patched: exact re-runs, or the first-order attribution estimate."""
+PATCHING_METHODS = ("exact", "attribution", "atp*")
+"""How components are patched: exact re-runs, the first-order attribution estimate (AtP), or AtP* (AtP with
+GradDrop's blocked-gradient estimates beside it)."""
+AUDIT_METHODS = (*PATCHING_METHODS, "verified")
+"""How an audit measures heads: a patching method on every head, or "verified" (AtP* screens every head, and
+every head that could reach a flag is measured exactly)."""
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = ("float32", "bfloat16", "float16")
 """Precisions a ranker may run in; float32 is the default and the one parity is tested in."""

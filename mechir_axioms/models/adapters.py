@@ -28,6 +28,7 @@ class Block:
     attn_proj: nn.Module  # attention output projection: hook_z is its input, hook_attn_out its output
     mlp_out: nn.Module  # its output is hook_mlp_out (before the residual add / LayerNorm)
     pattern: Site  # where the softmaxed attention weights appear
+    qkv: tuple[Site, Site, Site] | None = None  # the query, key and value projections' outputs (hook_q, _k, _v)
     cross_attn_proj: nn.Module | None = None  # T5 decoder cross-attention projection
     cross_pattern: Site | None = None
 
@@ -42,6 +43,7 @@ class Stack:
     d_head: int
     container: nn.ModuleList  # the HF ModuleList holding the layers (patching swaps early layers for replays)
     scope: nn.Module | None = None  # set when `embed` is shared with another stack (T5)
+    n_kv_heads: int | None = None  # key and value heads under grouped-query attention (None: n_heads)
 
     @property
     def n_layers(self) -> int:
@@ -57,6 +59,9 @@ class Stack:
             sites[name("resid_pre")] = Site(block.layer, "input")
             sites[name("z")] = Site(block.attn_proj, "input", n_heads=self.n_heads)
             sites[name("pattern")] = block.pattern
+            if block.qkv is not None:
+                for site, projection in zip(("q", "k", "v"), block.qkv):
+                    sites[name(site)] = projection
             sites[name("attn_out")] = Site(block.attn_proj, "output")
             if block.cross_attn_proj is not None and block.cross_pattern is not None:
                 sites[name("z", cross=True)] = Site(block.cross_attn_proj, "input", n_heads=self.n_heads)
@@ -65,6 +70,17 @@ class Stack:
             sites[name("mlp_out")] = Site(block.mlp_out, "output")
             sites[name("resid_post")] = Site(block.layer, "output")
         return sites
+
+
+def _projections(query: nn.Module, key: nn.Module, value: nn.Module, config, parts: int = 1) -> tuple[Site, Site, Site]:
+    """hook_q, hook_k and hook_v as the outputs of the projections (before RoPE or a query/key norm, which act
+    per position, so a donor's projections give the donor's rotated and normed vectors at the same positions).
+    `parts=3`: one fused projection whose output holds queries, keys and values in that order."""
+    n_heads, _ = _heads(config)
+    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+    if parts == 3:
+        return tuple(Site(query, "output", n_heads=n_heads, part=(i, 3)) for i in range(3))  # type: ignore[return-value]
+    return Site(query, "output", n_heads=n_heads), Site(key, "output", n_heads=n_kv), Site(value, "output", n_heads=n_kv)
 
 
 def _heads(config) -> tuple[int, int]:
@@ -82,6 +98,7 @@ def _bert_like(base: nn.Module) -> Stack:
             attn_proj=layer.attention.output.dense,
             mlp_out=layer.output.dense,
             pattern=Site(layer.attention.self, "pattern"),
+            qkv=_projections(layer.attention.self.query, layer.attention.self.key, layer.attention.self.value, base.config),
         )
         for layer in base.encoder.layer
     ]
@@ -95,6 +112,7 @@ def _distilbert(base: nn.Module) -> Stack:
             attn_proj=layer.attention.out_lin,
             mlp_out=layer.ffn,
             pattern=Site(layer.attention, "pattern"),
+            qkv=_projections(layer.attention.q_lin, layer.attention.k_lin, layer.attention.v_lin, base.config),
         )
         for layer in base.transformer.layer
     ]
@@ -109,6 +127,7 @@ def _mpnet(base: nn.Module) -> Stack:
             attn_proj=layer.attention.attn.o,
             mlp_out=layer.output.dense,
             pattern=Site(layer.attention.attn.dropout, "output"),
+            qkv=_projections(layer.attention.attn.q, layer.attention.attn.k, layer.attention.attn.v, base.config),
         )
         for layer in base.encoder.layer
     ]
@@ -117,7 +136,8 @@ def _mpnet(base: nn.Module) -> Stack:
 
 def _modernbert(base: nn.Module) -> Stack:
     blocks = [
-        Block(layer=layer, attn_proj=layer.attn.Wo, mlp_out=layer.mlp, pattern=Site(layer.attn, "pattern"))
+        Block(layer=layer, attn_proj=layer.attn.Wo, mlp_out=layer.mlp, pattern=Site(layer.attn, "pattern"),
+              qkv=_projections(layer.attn.Wqkv, layer.attn.Wqkv, layer.attn.Wqkv, base.config, parts=3))
         for layer in base.layers
     ]
     return Stack(base.embeddings.tok_embeddings, blocks, *_heads(base.config), base.layers)
@@ -135,6 +155,7 @@ def t5_stack(stack: nn.Module) -> Stack:
                 attn_proj=self_attn.o,
                 mlp_out=block.layer[-1].DenseReluDense,
                 pattern=Site(self_attn, "pattern"),
+                qkv=_projections(self_attn.q, self_attn.k, self_attn.v, stack.config),
                 cross_attn_proj=cross.o if cross is not None else None,
                 cross_pattern=Site(cross, "pattern") if cross is not None else None,
             )
@@ -148,10 +169,12 @@ def _decoder(base: nn.Module) -> Stack:
     hook_z is the input of `o_proj`: one slice per query head under grouped-query attention; hook_mlp_out is
     the MLP's output before any post-feed-forward norm (Gemma) and the residual add."""
     blocks = [
-        Block(layer=layer, attn_proj=layer.self_attn.o_proj, mlp_out=layer.mlp, pattern=Site(layer.self_attn, "pattern"))
+        Block(layer=layer, attn_proj=layer.self_attn.o_proj, mlp_out=layer.mlp, pattern=Site(layer.self_attn, "pattern"),
+              qkv=_projections(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, base.config))
         for layer in base.layers
     ]
-    return Stack(base.embed_tokens, blocks, *_heads(base.config), base.layers)
+    return Stack(base.embed_tokens, blocks, *_heads(base.config), base.layers,
+                 n_kv_heads=getattr(base.config, "num_key_value_heads", None))
 
 
 Architecture = Literal["encoder", "decoder", "encoder-decoder"]

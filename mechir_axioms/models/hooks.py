@@ -34,14 +34,16 @@ class Site:
     at="input": the first positional argument (or `hidden_states`) of `module`;
     at="output": the module's output (its first element if it returns a tuple);
     at="pattern": the softmaxed attention weights computed for the attention module `module`.
-    n_heads splits the last dimension into [head, d_head] (for `hook_z`).
+    n_heads splits the last dimension into [head, d_head] (for `hook_z`, `hook_q`, ...).
     scope restricts the site to calls made while `scope` is running (T5's shared embedding).
+    part=(i, n): the activation is the i-th of n equal slices of the last dimension (a fused q/k/v projection).
     """
 
     module: nn.Module
     at: Literal["input", "output", "pattern"]
     n_heads: int | None = None
     scope: nn.Module | None = None
+    part: tuple[int, int] | None = None
 
 
 def _hooked_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
@@ -140,9 +142,13 @@ def _attach_one(site: Site, name: str, fn: HookFn, handles: list[Any]) -> None:
             if not live():
                 return None
             is_tuple = isinstance(output, tuple)
-            result = _call(fn, name, output[0] if is_tuple else output, site.n_heads)
+            activation = output[0] if is_tuple else output
+            pieces = activation.chunk(site.part[1], dim=-1) if site.part else None
+            result = _call(fn, name, pieces[site.part[0]] if pieces else activation, site.n_heads)
             if result is None:
                 return None
+            if pieces:
+                result = torch.cat([result if i == site.part[0] else piece for i, piece in enumerate(pieces)], dim=-1)
             return (result, *output[1:]) if is_tuple else result
 
         handles.append(site.module.register_forward_hook(on_output))

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 BLOCK_SITES = ("resid_pre", "attn_out", "mlp_out", "resid_post", "cross_attn_out")
 """Per-layer activations named `blocks.{l}.hook_{site}`."""
-ATTENTION_SITES = ("z", "pattern")
-"""Per-layer attention activations named `blocks.{l}.attn.hook_{site}` (and `cross_attn.` for T5's decoder)."""
+ATTENTION_SITES = ("q", "k", "v", "z", "pattern")
+"""Per-layer attention activations named `blocks.{l}.attn.hook_{site}` (and `cross_attn.` for T5's decoder's z and
+pattern)."""
 
 
 def act_name(site: str, layer: int | None = None, prefix: str = "", cross: bool = False) -> str:

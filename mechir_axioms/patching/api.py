@@ -14,7 +14,7 @@ from .. import __version__
 from ..core.errors import SettingsError
 from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
-from .attribution import attribution_batch
+from .attribution import attribution_batch, graddrop_batch
 from .exact import exact_batch
 from .plan import DEFAULT_DELTA, DIRECTIONS, METHODS, Plan, Variant, plan, variants_plan
 from .result import PatchResult, included
@@ -38,8 +38,12 @@ def patch(
     x token region: every position of the changed span, the rest of the changed text, the other text of a
     joint input, or the special tokens and prompt words, at once), "heads" (each head's hook_z at all
     positions), "heads_by_pos" (the given `heads` x position) or "mlp" (each layer's mlp_out).
-    method="exact" re-runs the model (batched, reusing cached layers); method="attribution" is a first-order
-    approximation from one forward and one backward pass per batch of pairs: (donor - receiver) x gradient.
+    method="exact" re-runs the model (batched, reusing cached layers); method="attribution" (AtP) is a first-order
+    approximation from one forward and one backward pass per batch of pairs: (donor - receiver) x gradient, the
+    donor's activation taken exactly (for a head, the pattern its patched queries and keys give is recomputed, so
+    the estimate is linear only from the head's output onward: AtP*'s QK fix at head granularity).
+    method="atp*" adds AtP*'s GradDrop: the estimate again with the gradient through each layer's attention inputs
+    and MLP stopped in turn, in `PatchResult.dropped`, which exposes effects whose paths cancel in AtP.
     direction: "to_low" (default, as in Chen et al. 2024 for TFC1: patch the higher-scoring run into the
     lower), "to_baseline" or "to_perturbed" (fixed receivers). batch_size bounds sequences per forward pass.
     """
@@ -92,6 +96,7 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
     receiver_score = np.zeros(len(pairs))
     donor_score = np.zeros(len(pairs))
     exact = method == "exact"
+    dropped = np.full((len(pairs), ranker.n_layers, *the_plan.shape), np.nan) if method == "atp*" else None
     bar = tqdm(total=_count_runs(the_plan, lengths) if exact else len(pairs), desc=f"patching {target} ({method})",
                unit="run" if exact else "pair", disable=not progress, leave=False)
     order = torch.argsort(lengths, stable=True).tolist()  # batches of similar length waste little padding
@@ -103,7 +108,11 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
             donor_score[rows] = runs.donor_score.double().cpu().numpy()
             keep = included(donor_score[rows], receiver_score[rows], delta)
             if not exact:
-                attribution_batch(ranker, runs, names, the_plan, effects, rows, lengths[rows])
+                if dropped is None:
+                    attribution_batch(ranker, runs, names, the_plan, effects, rows, lengths[rows])
+                else:
+                    graddrop_batch(ranker, runs, names, the_plan, effects, dropped, rows, lengths[rows])
+                    dropped[[row for row, kept in zip(rows, keep) if not kept]] = np.nan
                 effects[[row for row, kept in zip(rows, keep) if not kept]] = np.nan
                 bar.update(len(rows))
                 continue
@@ -136,4 +145,5 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
             "n_pairs": len(pairs),
             "package_version": __version__,
         },
+        dropped=dropped,
     )

@@ -37,6 +37,9 @@ class PatchResult:
     delta: float
     labels: dict[str, list[Any]] = field(default_factory=dict)  # e.g. component names, chosen heads
     provenance: dict[str, Any] = field(default_factory=dict)
+    dropped: np.ndarray | None = None
+    """method "atp*": GradDrop's estimates [pair, blocked layer, ...dims[1:]], the gradient through one layer's
+    attention inputs and MLP stopped; None for the other methods."""
 
     @property
     def high(self) -> np.ndarray:
@@ -75,7 +78,9 @@ class PatchResult:
         folder.mkdir(parents=True, exist_ok=True)
         def save_arrays(path: Path) -> None:
             with path.open("wb") as handle:  # a handle, so numpy adds no second .npz suffix
-                np.savez(handle, effects=self.effects, receiver_score=self.receiver_score, donor_score=self.donor_score)
+                extra = {} if self.dropped is None else {"dropped": self.dropped}
+                np.savez(handle, effects=self.effects, receiver_score=self.receiver_score, donor_score=self.donor_score,
+                         **extra)
 
         write_atomically(folder / "effects.npz", save_arrays)
         meta = {
@@ -101,4 +106,5 @@ class PatchResult:
         return cls(
             meta["target"], meta["method"], arrays["effects"], tuple(meta["dims"]), arrays["receiver_score"],
             arrays["donor_score"], meta["excluded"], meta["delta"], labels, meta["provenance"],
+            arrays["dropped"] if "dropped" in arrays.files else None,
         )

@@ -78,7 +78,8 @@ def _grid(rows: pd.DataFrame, columns: list[str], column_of: Callable[[Any], int
             "x": left + column_of(row) * cell_width, "y": top + int(row.layer) * CELL, "w": cell_width - 2, "h": CELL - 2,
             "fill": _fill(row.effect, scale), "flag": row.flag,
             "title": (f"{describe(row)}: effect {row.effect:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
-                      f"q = {_pvalue(row.q_value)}" + (f", {row.flag}" if row.flag else "")),
+                      f"q = {_pvalue(row.q_value)}" + (f", {row.flag}" if row.flag else "")
+                      + (", screened (AtP*), not verified" if getattr(row, "measured", "") == "screened" else "")),
         }
         for row in rows.itertuples()
     ]
@@ -179,6 +180,11 @@ def saved_spec(manifest: dict[str, Any], axiom: str) -> Axiom | None:
         return None
 
 
+def _verification(facts: dict[str, Any] | None, heads: int) -> dict[str, Any] | None:
+    """What method "verified" measured exactly for one axiom, for the report (None for other methods)."""
+    return None if not facts else {**facts, "heads": heads}
+
+
 def _flagged(rows: pd.DataFrame) -> pd.DataFrame:
     return strongest_first(rows[rows["flag"] != ""])
 
@@ -211,6 +217,7 @@ def render(audit: Audit) -> str:
             "more_flagged_cells": max(0, len(flagged_cells) - FLAGGED_SHOWN),
             "blocks": _blocks(audit, row.axiom, plot_data),
             "attention": _attention(audit, row.axiom, plot_data),
+            "verification": _verification(audit.manifest["axioms"][row.axiom].get("verification"), len(heads)),
         })
     provenance = []
     for name, info in audit.manifest["axioms"].items():

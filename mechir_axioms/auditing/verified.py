@@ -1,0 +1,99 @@
+"""`method="verified"`: AtP* screens every head in both directions, and each head whose screened effect could
+reach a flag is measured exactly, so every flag the audit reports rests on exactly measured effects.
+
+The screen of a head is the larger of |AtP effect| and GradDrop's mean |effect| with one layer's gradient
+blocked. Heads whose screen is within `margin` of the threshold are patched exactly, the strongest first, up to
+`verify` heads per axiom. The screen's error on the verified heads bounds what it may have missed: no
+unverified head's exact effect is expected beyond its screen plus the 99th percentile of that error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..analysis.findings import symmetric_change
+from ..models.names import act_name
+from ..models.rankers import Ranker
+from ..pairs.pairset import PairSet
+from ..patching.api import patch, patch_variants
+from ..patching.plan import Variant
+from ..patching.result import PatchResult
+from ..specs.axiom import Axiom
+from .checkpoints import Checkpoints
+from .chunks import both_directions
+from .settings import Settings
+
+
+def share(change: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """The share of the score change each component carries: sum over included pairs of change / sum of |delta|."""
+    kept = ~np.isnan(size)
+    if not kept.any():
+        return np.full(change.shape[1:], np.nan)
+    return np.nansum(change[kept], axis=0) / size[kept].sum()
+
+
+def _dropped(result: PatchResult, layer: int) -> PatchResult:
+    """One GradDrop variant of an AtP* result, as a result of its own."""
+    return PatchResult(result.target, result.method, result.dropped[:, layer], result.dims, result.receiver_score,
+                       result.donor_score, result.excluded, result.delta, result.labels, result.provenance)
+
+
+def screen(denoising: PatchResult, noising: PatchResult, expect: str) -> tuple[np.ndarray, np.ndarray]:
+    """(signed AtP share [layer, head], screen [layer, head]): the screen is max(|AtP|, mean over blocked layers
+    of |GradDrop share|), the size an exact effect may plausibly have."""
+    change, size = symmetric_change(denoising, noising, expect)
+    signed = share(change, size)
+    blocked = [share(symmetric_change(_dropped(denoising, layer), _dropped(noising, layer), expect)[0], size)
+               for layer in range(denoising.dropped.shape[1])]
+    return signed, np.maximum(np.abs(signed), np.mean(np.abs(blocked), axis=0))
+
+
+def chosen(values: np.ndarray, threshold: float, margin: float, budget: int) -> list[tuple[int, int]]:
+    """Heads (layer, head) whose screen reaches threshold - margin, strongest first, at most `budget`."""
+    order = np.argsort(-values, axis=None, kind="stable")
+    heads = [tuple(int(i) for i in np.unravel_index(flat, values.shape)) for flat in order]
+    return [head for head in heads if values[head] >= threshold - margin][:budget]
+
+
+def verified_heads(ranker: Ranker, pairs: PairSet, spec: Axiom, settings: Settings, work: Checkpoints,
+                   progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, dict[str, Any]]:
+    """The symmetric change of every head (exact where verified, AtP* elsewhere), the first screening run, and
+    what was verified: the heads, the screen's error on them and the bound on a missed flag."""
+    def screening(some: PairSet, direction: str) -> PatchResult:
+        return patch(ranker, some, "heads", "atp*", batch_size=settings.batch_size, direction=direction,
+                     delta=settings.tolerance, progress=False)
+
+    (change, size), denoising, noising = both_directions(pairs, spec.name, spec.expect, "heads-screen", screening,
+                                                         work, progress)
+    signed, values = screen(denoising, noising, spec.expect)
+    heads = chosen(values, settings.threshold, settings.margin, settings.verify)
+    measured = np.zeros(values.shape, dtype=bool)
+    error = np.array([])
+    if heads:
+        variants = [Variant(layer, act_name("z", layer), head=head) for layer, head in heads]
+
+        def exactly(some: PairSet, direction: str) -> PatchResult:
+            return patch_variants(ranker, some, variants, "exact", batch_size=settings.batch_size,
+                                  direction=direction, delta=settings.tolerance)
+
+        name = "heads-verify-" + "-".join(f"{layer}.{head}" for layer, head in heads)
+        (exact_change, _), _, _ = both_directions(pairs, spec.name, spec.expect, name, exactly, work, progress)
+        exact_share = share(exact_change, size)
+        for index, head in enumerate(heads):
+            change[(slice(None), *head)] = exact_change[:, index]
+            measured[head] = True
+        error = np.abs(signed[tuple(np.array(heads).T)] - exact_share)
+    largest_left = float(values[~measured].max()) if (~measured).any() else 0.0
+    error_99 = float(np.percentile(error, 99)) if len(error) else float("nan")
+    bound = largest_left + (error_99 if len(error) else 0.0)
+    verification = {
+        "screened_by": "atp*", "budget": settings.verify, "margin": settings.margin,
+        "candidates": int((values >= settings.threshold - settings.margin).sum()),
+        "verified": [f"{layer}.{head}" for layer, head in heads],
+        "measured": measured.tolist(), "screened_share": signed.tolist(), "screen_value": values.tolist(),
+        "largest_unverified_screen": largest_left, "screen_error_p99": error_99,
+        "missed_flag_bound": bound, "bound_below_threshold": bool(bound < settings.threshold),
+    }
+    return (change, size), denoising, verification

@@ -1,0 +1,40 @@
+"""Render a design sweep as one self-contained HTML file: per axiom, each variant's behaviour and flags, and
+which findings hold under every variant and which depend on one choice."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, Protocol
+
+import pandas as pd
+from markupsafe import Markup
+
+from .render import _environment
+
+
+class Sweep(Protocol):
+    """What the sweep report reads (auditing.sweep.Sweep)."""
+
+    variants: pd.DataFrame
+    stability: pd.DataFrame
+    manifest: dict[str, Any]
+
+
+def render_sweep(sweep: Sweep) -> str:
+    """The sweep report's HTML."""
+    sections = []
+    for axiom, variants in sweep.variants.groupby("axiom", sort=False):
+        found = sweep.stability[sweep.stability["axiom"] == axiom]
+        labels = variants["variant"].tolist()
+        rows = []
+        for record in found.sort_values(["frame", "holds", "share"], ascending=[False, False, False]).to_dict("records"):
+            lost = set(record["lost_under"])
+            rows.append({**record, "marks": ["" if label in lost else "✓" for label in labels],
+                         "depends_on": ", ".join(record["depends_on"])})
+        targets = sweep.manifest.get("options", {}).get("targets", ["heads", "blocks"])
+        frames = [("Heads", "heads")] * ("heads" in targets) + [("Block cells", "cells")] * ("blocks" in targets)
+        sections.append({"axiom": axiom, "variants": variants.to_dict("records"), "labels": labels,
+                         "frames": [(title, [row for row in rows if row["frame"] == frame]) for title, frame in frames]})
+    package = resources.files("mechir_axioms.report") / "templates"
+    return _environment().get_template("sweep.html.j2").render(
+        sections=sections, manifest=sweep.manifest, css=Markup((package / "report.css").read_text()))
