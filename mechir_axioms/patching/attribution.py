@@ -18,18 +18,18 @@ from .plan import Plan
 from .runs import Runs
 
 
-def blocking_hooks(ranker: Ranker, layer: int) -> list[tuple[str, HookFn]]:
+def blocking_hooks(layer: int) -> list[tuple[str, HookFn]]:
     """Hooks that stop the gradient through layer `layer`'s attention inputs and MLP, leaving values as they are."""
     names = [act_name(site, layer) for site in ("q", "k", "v", "mlp_out")]
     return [(name, lambda activation, name: activation.detach()) for name in names]
 
 
-def _write(ranker_plan: Plan, products: dict[str, torch.Tensor], runs: Runs, effects: np.ndarray, pair_rows: list[int],
+def _write(pairs_plan: Plan, products: dict[str, torch.Tensor], runs: Runs, effects: np.ndarray, pair_rows: list[int],
            lengths: torch.Tensor) -> None:
     """Sum each variant's (donor - receiver) x gradient products over what it patches, as a share of the pair's
     score difference, into effects[pair_rows[pair], ...]."""
     denominator = (runs.donor_score - runs.receiver_score).double()
-    for position, variant in ranker_plan.variants:
+    for position, variant in pairs_plan.variants:
         product = products[variant.site].double()
         if variant.head is not None:
             product = product[:, :, variant.head]
@@ -73,7 +73,7 @@ def attribution_batch(ranker: Ranker, runs: Runs, names: list[str], pairs_plan: 
         return activation
 
     # the blocks come first, so a component that is itself blocked (an MLP's output) keeps its own gradient
-    hooks = (blocking_hooks(ranker, blocked) if blocked is not None else []) + [(name, grab) for name in names]
+    hooks = (blocking_hooks(blocked) if blocked is not None else []) + [(name, grab) for name in names]
     with torch.enable_grad():
         scores = ranker.forward(runs.receiver, hooks, context=runs.context)
         gradients = torch.autograd.grad(scores.sum(), [grabbed[name] for name in names], allow_unused=True)
@@ -116,7 +116,7 @@ def graddrop_batch(ranker: Ranker, runs: Runs, names: list[str], pairs_plan: Pla
         held[name] = activation.clone()  # on the path, so the gradient can be pulled back from it
         return held[name]
 
-    holding = [(name, hold) for layer in range(ranker.n_layers) for name, _ in blocking_hooks(ranker, layer)]
+    holding = [(name, hold) for layer in range(ranker.n_layers) for name, _ in blocking_hooks(layer)]
     with torch.enable_grad():
         scores = ranker.forward(runs.receiver, [(embed, grab)] + holding + [(name, grab) for name in names],
                                 context=runs.context)
