@@ -16,6 +16,7 @@ Prints tables and writes benchmarks/results/gpu-<device>.json. On the GPU machin
 folder named by --assets (see the closing note of the issue that ran it).
 
     python benchmarks/gpu.py [--device auto] [--n 64] [--llm-n 32] [--audit-n 64] [--batch-size 32] [--quick]
+    python benchmarks/gpu.py --ray [--audit-n 64] --out DIR    # one process against a one-GPU Ray cluster
 """
 
 from __future__ import annotations
@@ -205,6 +206,47 @@ def verified_against_exact(model: Path, device: torch.device, out: Path, n: int,
     return rows
 
 
+def on_ray(device: torch.device, data: str, vocab: Path, root: Path, n: int, batch_size: int) -> dict:
+    """The random MiniLM bi-encoder audited (TFC1, exact heads and cells on every pair, both directions) in this
+    process and on a one-GPU local Ray cluster: seconds, the workers' devices, and whether every frame is equal."""
+    import logging
+
+    import pandas as pd
+    import ray
+
+    from mechir_axioms import RayExecutor, audit, load_ranker
+
+    ranker = load_ranker(str(_minilm("bi", vocab, root)), device=str(device))
+    options = {"axioms": ["TFC1"], "data": data, "n": n, "method": "exact", "targets": ("heads", "blocks"),
+               "cell_pairs": n, "examples": 0, "stability": 0, "tolerance": 1e-8, "batch_size": batch_size,
+               "progress": False}
+    audit(ranker, **{**options, "n": 4, "cell_pairs": 4})  # warm-up
+    local_seconds, local, _ = _timed(device, lambda: audit(ranker, **options))
+    ray.init(num_gpus=1 if device.type == "cuda" else 0, num_cpus=4, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    try:
+        with RayExecutor() as executor:
+            executor.bind(ranker)  # start the worker before timing, as the warm-up did for the local run
+            audit(ranker, executor=executor, **{**options, "n": 4, "cell_pairs": 4})
+            ray_seconds, distributed, _ = _timed(device, lambda: audit(ranker, executor=executor, **options))
+            described = executor.describe()
+    finally:
+        ray.shutdown()
+    equal = {}
+    for name in ("axioms", "heads", "cells", "pairs"):
+        try:
+            pd.testing.assert_frame_equal(getattr(distributed, name), getattr(local, name), check_exact=True)
+            equal[name] = "bitwise"
+        except AssertionError:
+            difference = (getattr(distributed, name).select_dtypes("number") - getattr(local, name).select_dtypes("number"))
+            equal[name] = f"max abs diff {float(difference.abs().max().max()):.2e}"
+    chunks = 2 * 2 * -(-n // 32)
+    result = {"pairs": n, "chunks": chunks, "local_seconds": round(local_seconds, 2), "ray_seconds": round(ray_seconds, 2),
+              "seconds_per_chunk_on_ray": round(ray_seconds / chunks, 3), "workers": described, "equal": equal}
+    print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -217,7 +259,24 @@ def main() -> None:
     parser.add_argument("--verified-vs-exact", default=None, metavar="MODEL",
                         help="only audit this model's heads by exact and verified patching (5 axioms), saved in --out")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "verified"))
+    parser.add_argument("--ray", action="store_true",
+                        help="only the audit in this process against a one-GPU local Ray cluster (--audit-n pairs)")
     args = parser.parse_args()
+    if args.ray:
+        from mechir_axioms.models.device import resolve_device
+
+        device = resolve_device(args.device)
+        root = Path(tempfile.mkdtemp())
+        try:
+            result = on_ray(device, str(_asset("trec-dl-passages.jsonl.gz", Path(args.assets))),
+                            _asset("vocab.txt", Path(args.assets)), root, 8 if args.quick else args.audit_n, args.batch_size)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "ray.json").write_text(json.dumps({"device_name": name, "torch": torch.__version__, **result},
+                                                            indent=2))
+        return
     if args.verified_vs_exact:
         from mechir_axioms.models.device import resolve_device
 

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .auditing.settings import Settings, flag_name, parse_names, setting_fields
-from .core.defaults import DEFAULT_AXIOMS, DEVICES, DTYPES, SAMPLE_NAME
-from .core.errors import MechirError
+from .core.defaults import DEFAULT_AXIOMS, DEVICES, DTYPES, EXECUTORS, SAMPLE_NAME
+from .core.errors import MechirError, SettingsError
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -37,6 +37,22 @@ def _warnings_printed() -> Iterator[None]:
                     print(f"warning: {warning.message}", file=sys.stderr)
 
 
+def _executor(args: argparse.Namespace):
+    """The executor the flags ask for (this process, or a RayExecutor on --ray-address with --workers workers),
+    to be closed by the command that uses it."""
+    if args.executor == "local":
+        for flag, value in (("--ray-address", args.ray_address), ("--workers", args.workers),
+                            ("--worker-threads", args.worker_threads)):
+            if value is not None:
+                raise SettingsError(f"{flag} applies to --executor ray only; add --executor ray or leave {flag} out")
+        from .executing.base import LocalExecutor
+
+        return LocalExecutor()
+    from .executing.cluster import RayExecutor
+
+    return RayExecutor(args.ray_address, args.workers, args.worker_threads)
+
+
 def _audit(args: argparse.Namespace) -> int:
     from .auditing.run import audit
     from .models.loading import load_ranker
@@ -44,11 +60,11 @@ def _audit(args: argparse.Namespace) -> int:
 
     settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
     axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
-    with _warnings_printed():
+    with _executor(args) as executor, _warnings_printed():
         ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
         options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data")}
         result = audit(ranker, axioms, settings.data, **{**options, "targets": settings.targets},
-                       folder=args.out, resume=args.resume)
+                       folder=args.out, resume=args.resume, executor=executor)
     targets = result.manifest["settings"]["targets"]
     for row in result.axioms.itertuples():
         found = [f"{label} encoding {encodes}, violating {violates}" for label, target, encodes, violates in (
@@ -91,11 +107,11 @@ def _sweep(args: argparse.Namespace) -> int:
     settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
     axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
     vary = _vary(args.vary) if args.vary else None
-    with _warnings_printed():
+    with _executor(args) as executor, _warnings_printed():
         ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
         options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data", "seed")}
         result = sweep(ranker, axioms, vary, settings.data, seed=settings.seed, folder=args.out, resume=args.resume,
-                       **{**options, "targets": settings.targets})
+                       executor=executor, **{**options, "targets": settings.targets})
     for row in result.variants.itertuples():
         print(f"{row.axiom:<8} {row.variant:<18} {row.verdict:<12} agreement {row.agreement:6.1%}  "
               f"heads {row.encodes}/{row.violates}  cells {row.cells_encodes}/{row.cells_violates}")
@@ -171,6 +187,19 @@ def _model_placement(command: argparse.ArgumentParser) -> None:
     command.add_argument("--dtype", default="float32", choices=DTYPES, help="the model's precision (default: float32)")
 
 
+def _execution(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--executor", default="local", choices=list(EXECUTORS),
+                         help="where patching chunks run: this process, or the workers of a Ray cluster (one actor per "
+                         "GPU, or per --worker-threads CPUs); results are the same (default: local)")
+    command.add_argument("--ray-address", default=None,
+                         help="the Ray cluster to join (auto, ray://HOST:10001); default: start a local one")
+    command.add_argument("--workers", type=int, default=None,
+                         help="Ray workers (default: the cluster's GPUs, else its CPUs / --worker-threads)")
+    command.add_argument("--worker-threads", type=int, default=None,
+                         help="torch threads (and CPUs) per CPU worker (default: as many as this process uses, so that "
+                         "results equal a local run bitwise)")
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="mechir-axioms", description=__doc__)
     commands = main.add_subparsers(dest="command", required=True)
@@ -194,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
     auditing.add_argument("--out", default="reports/audit", help="folder for results and report.html")
     auditing.add_argument("--resume", action="store_true", help="continue an interrupted audit in --out")
     auditing.add_argument("--axiom-folder", action="append", default=[], help="an extra folder of axiom specs")
+    _execution(auditing)
     auditing.set_defaults(run=_audit)
     sweeping = commands.add_parser("sweep", help="audit axioms once per design variant; report which flags hold under all")
     _settings_flags(sweeping)
@@ -205,6 +235,7 @@ def parser() -> argparse.ArgumentParser:
     sweeping.add_argument("--out", default="reports/sweep", help="folder for the variants' audits and report.html")
     sweeping.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
     sweeping.add_argument("--axiom-folder", action="append", default=[], help="an extra folder of axiom specs")
+    _execution(sweeping)
     sweeping.set_defaults(run=_sweep)
     report = commands.add_parser("report", help="re-render report.html of a saved audit")
     report.add_argument("folder", help="the audit's folder")

@@ -1,10 +1,7 @@
-"""Audits end to end: frames, flags, saving and loading, resuming after a kill, errors, calibration."""
+"""Audits end to end: frames, flags, saving and loading, errors, calibration (a killed audit's resume: the
+plugin's tests and tests/test_distributed.py)."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -13,7 +10,6 @@ import pytest
 from mechir_axioms import SettingsError, Variant, audit, load_audit, load_axiom, load_ranker, make_pairs, patch_variants
 from mechir_axioms.cli import main
 from mechir_axioms.models.layout import REGIONS
-from processes import kill_once_written
 
 TINY_TOLERANCE = 1e-7  # random tiny models move their scores by ~1e-5, far below a trained model's 1e-3
 HEAD_COLUMNS = ["axiom", "layer", "head", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag"]
@@ -206,44 +202,19 @@ def test_more_pairs_than_available_warns_and_uses_all(tiny, tmp_path, capsys):
     assert load_audit(tmp_path / "all").axioms["n_pairs"].iloc[0] == 626
 
 
-# --- resuming a killed audit ---------------------------------------------------------------------------
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mechir_axioms.cli", "audit", *args]
-
-
-def test_killed_audit_resumes_to_identical_results(tmp_path, minilm_path):
-    options = ["--axioms", "TFC1", "--n", "96", "--method", "attribution", "--examples", "1", "--stability", "2",
-               "--cell-pairs", "16"]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    whole = tmp_path / "whole"
-    subprocess.run(_cli(*options, "--out", str(whole)), check=True, env=environment, capture_output=True)
-
-    killed = tmp_path / "killed"
-    checkpoint = killed / "work" / "TFC1" / "heads-to_baseline" / "chunk-0001" / "result.json"
-    kill_once_written(_cli(*options, "--out", str(killed)), checkpoint, env=environment)
-    assert checkpoint.exists() and not (killed / "manifest.json").exists(), "the audit was not killed midway"
-    finished = sorted((killed / "work").rglob("result.json"))
-    stamps = {path: path.stat().st_mtime_ns for path in finished}
-
-    subprocess.run(_cli(*options, "--out", str(killed), "--resume"), check=True, env=environment, capture_output=True)
-    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items()), "resume recomputed a checkpoint"
-    for name in ("axioms", "heads", "cells", "blocks", "pairs"):
-        pd.testing.assert_frame_equal(pd.read_parquet(killed / f"{name}.parquet"), pd.read_parquet(whole / f"{name}.parquet"))
-
-
 # --- calibration on real data ----------------------------------------------------------------------------
 def test_null_axiom_flags_nothing_on_minilm(minilm):
     """Two exchangeable neutral words: any flagged head or block cell would be a false positive of the statistics.
 
     Heads are verified (every head that could reach a flag is patched exactly on all 200 pairs, in both
-    directions); block cells, always exact, on 64 of the pairs."""
+    directions); block cells, always exact, on 48 of the pairs (the audit's default)."""
     n, targets, method = 200, ("heads", "blocks"), "verified"
-    result = audit(minilm, ["NULL"], n=n, targets=targets, method=method, examples=0, cell_pairs=64, progress=False)
+    result = audit(minilm, ["NULL"], n=n, targets=targets, method=method, examples=0, cell_pairs=48, progress=False)
     heads, cells = result.heads, result.cells
     assert result.axioms["n_pairs"].iloc[0] == n
     assert heads["p_value"].notna().sum() == 72  # every head was tested, so "no flag" is not vacuous
     assert (heads["flag"] == "").all(), heads[heads["flag"] != ""][HEAD_COLUMNS].to_string()
     assert heads["q_value"].min() > 0.05
     assert (heads["measured"] == "exact").any(), "the screen sent some head to exact patching"
-    assert len(cells) == 3 * 6 * 3 and cells["p_value"].notna().all() and (cells["n"] > 40).all()
+    assert len(cells) == 3 * 6 * 3 and cells["p_value"].notna().all() and (cells["n"] > 30).all()
     assert (cells["flag"] == "").all(), cells[cells["flag"] != ""].to_string()

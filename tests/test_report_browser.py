@@ -21,7 +21,7 @@ FLAGS = [
 def report(minilm, tmp_path_factory):
     """A real MiniLM audit of two axioms (attribution heads, exact block cells on 12 pairs and blocks on one example)."""
     folder = tmp_path_factory.mktemp("browser") / "audit"
-    audit(minilm, ["TFC1", "STMC1"], n=48, method="attribution", cell_pairs=12, examples=1, folder=folder, progress=False)
+    audit(minilm, ["TFC1", "STMC1"], n=32, method="attribution", cell_pairs=12, examples=1, folder=folder, progress=False)
     return folder / "report.html"
 
 

@@ -142,12 +142,23 @@ class Checkpoints:
         return scored
 
     def patched(self, axiom: str, name: str, compute: Callable[[], PatchResult]) -> PatchResult:
-        if self.root is None:
-            return compute()
-        folder = self.root / axiom / name
-        if (folder / "result.json").is_file():
-            return PatchResult.load(folder)
+        stored = self.stored(axiom, name)
+        if stored is not None:
+            return stored
         result = compute()
-        result.save(folder)  # effects.npz first, result.json last: a chunk counts only when both are there
-        self._checkpointed = True
+        self.store(axiom, name, result)
         return result
+
+    def stored(self, axiom: str, name: str) -> PatchResult | None:
+        """The checkpointed result `name` of `axiom`, or None when it was not finished (or nothing is kept)."""
+        if self.root is None:
+            return None
+        folder = self.root / axiom / name
+        return PatchResult.load(folder) if (folder / "result.json").is_file() else None
+
+    def store(self, axiom: str, name: str, result: PatchResult) -> None:
+        """Checkpoint one result: effects.npz first, result.json last, so a chunk counts only when both are there."""
+        if self.root is None:
+            return
+        result.save(self.root / axiom / name)
+        self._checkpointed = True

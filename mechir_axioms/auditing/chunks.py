@@ -1,22 +1,26 @@
-"""Patching an axiom's pairs in checkpointed chunks, in one direction or in both."""
+"""Patching an axiom's pairs in checkpointed chunks, both directions at once, on an executor.
+
+Every chunk not yet checkpointed becomes one task; the executor may run them anywhere and in any order, and
+each result is checkpointed here, once, as it arrives. The chunks are then put back in pair order.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..analysis.findings import symmetric_change
+from ..executing.base import Executor
+from ..executing.jobs import Job, Task
 from ..pairs.pairset import PairSet
 from ..patching.result import PatchResult
 from .checkpoints import Checkpoints
 
 CHUNK = 32
-"""Pairs per checkpoint: an interrupted audit loses at most one chunk of patching."""
-
-Patcher = Callable[[PairSet, str], PatchResult]
-"""Patch some pairs in one direction ("to_baseline" or "to_perturbed")."""
+"""Pairs per checkpoint: an interrupted audit loses only the chunks it was patching (one locally, at most
+IN_FLIGHT per worker on Ray)."""
+DIRECTIONS = ("to_baseline", "to_perturbed")
+"""Perturbed activations into the baseline run (denoising), and back (noising)."""
 
 
 def concatenate(parts: list[PatchResult], n_pairs: int) -> PatchResult:
@@ -31,23 +35,25 @@ def concatenate(parts: list[PatchResult], n_pairs: int) -> PatchResult:
     )
 
 
-def in_chunks(pairs: PairSet, axiom: str, name: str, direction: str, patcher: Patcher, work: Checkpoints,
-              progress: bool) -> PatchResult:
-    """Patch every pair in one direction, CHUNK pairs at a time, each chunk checkpointed as `name-direction`."""
-    parts = []
-    bar = tqdm(total=len(pairs), desc=f"{axiom} {name} {direction}", unit="pair", leave=False, disable=not progress)
-    for start in range(0, len(pairs), CHUNK):
-        rows = list(range(start, min(start + CHUNK, len(pairs))))
-        parts.append(work.patched(axiom, f"{name}-{direction}/chunk-{start // CHUNK:04d}",
-                                  lambda rows=rows: patcher(pairs.take(rows), direction)))
-        bar.update(len(rows))
-    bar.close()
-    return concatenate(parts, len(pairs))
+def chunk_name(name: str, direction: str, start: int) -> str:
+    """Where the chunk of pairs from `start` on is checkpointed: `name-direction/chunk-XXXX`."""
+    return f"{name}-{direction}/chunk-{start // CHUNK:04d}"
 
 
-def both_directions(pairs: PairSet, axiom: str, expect: str, name: str, patcher: Patcher, work: Checkpoints,
-                    progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, PatchResult]:
+def both_directions(pairs: PairSet, axiom: str, expect: str, name: str, job: Job, work: Checkpoints,
+                    executor: Executor, progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, PatchResult]:
     """The symmetric change of every component (perturbed into baseline and back), and the two runs."""
-    denoising, noising = (in_chunks(pairs, axiom, name, direction, patcher, work, progress)
-                          for direction in ("to_baseline", "to_perturbed"))
+    starts = range(0, len(pairs), CHUNK)
+    keys = [(direction, start) for direction in DIRECTIONS for start in starts]
+    parts = {key: work.stored(axiom, chunk_name(name, *key)) for key in keys}
+    missing = [key for key in keys if parts[key] is None]
+    tasks = [Task(pairs.take(range(start, min(start + CHUNK, len(pairs)))), direction) for direction, start in missing]
+    with tqdm(total=len(keys), initial=len(keys) - len(missing), desc=f"{axiom} {name}", unit="chunk", leave=False,
+              disable=not progress) as bar:
+        for index, result in executor.run(job, tasks):
+            work.store(axiom, chunk_name(name, *missing[index]), result)
+            parts[missing[index]] = result
+            bar.update()
+    denoising, noising = (concatenate([parts[(direction, start)] for start in starts], len(pairs))
+                          for direction in DIRECTIONS)
     return symmetric_change(denoising, noising, expect), denoising, noising

@@ -20,32 +20,24 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..analysis.findings import Changes, behaviour, effects_frame, equivalence_margin, replication
+from ..executing.base import Executor
+from ..executing.jobs import Job
+from ..executing.registry import executor_of
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
 from ..pairs.compile import make_pairs
 from ..pairs.data import DataSource, data_hash, load_data
-from ..pairs.pairset import PairSet
 from ..patching.api import patch
 from ..patching.plan import BLOCK_COMPONENTS, plan
-from ..patching.result import PatchResult
 from ..specs.axiom import Axiom, load_axiom
 from .checkpoints import Checkpoints
-from .chunks import Patcher, both_directions
+from .chunks import both_directions
 from .examples import attention_patterns, blocks_frame, example_rows, pair_tokens, top_heads
 from .result import Audit
 from .settings import Settings
 from .verified import verified_heads
 
 DEFAULTS = Settings()
-
-
-def _patcher(ranker: Ranker, target: str, method: str, settings: Settings) -> Patcher:
-    """Patch `target` of some pairs with `method` in one direction, as the audit's settings say."""
-    def run(pairs: PairSet, direction: str) -> PatchResult:
-        return patch(ranker, pairs, target, method, batch_size=settings.batch_size, direction=direction,
-                     delta=settings.tolerance, progress=False)
-
-    return run
 
 
 def _cell_rows(count: int, cell_pairs: int, seed: int) -> list[int]:
@@ -91,6 +83,7 @@ def audit(
     folder: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    executor: str | Executor = "local",
 ) -> Audit:
     """Audit `ranker` on `axioms`: pairs, scores, patching, statistics; saved to `folder` if given.
 
@@ -107,7 +100,9 @@ def audit(
     below which a pair counts as unchanged; such pairs are left out of patching; `equivalence` sets the TOST
     margin of no_change axioms (a fraction of the scores' standard deviation). `stability=R` adds each
     flag's replication rate over R random query-disjoint half splits. With `folder`, every finished step
-    is checkpointed; `resume=True` continues an interrupted audit.
+    is checkpointed; `resume=True` continues an interrupted audit. `executor` runs the patching chunks: "local"
+    (this process), "ray" (a local Ray cluster, or the one `ray.init` joined), or an Executor such as
+    RayExecutor(address, workers); the results are the same whichever runs them.
     """
     names = tuple(axiom.name if isinstance(axiom, Axiom) else str(axiom) for axiom in axioms)
     settings = Settings(names, None, None, n, seed, tuple(targets), method, verify, margin, threshold, alpha,
@@ -120,15 +115,21 @@ def audit(
     folder = Path(folder) if folder is not None else None
     fingerprint = ranker.fingerprint()
     identity = {"model": fingerprint, "data_hash": data_hash(frame), "spec_hashes": {spec.name: spec.spec_hash for spec in specs}}
-    with Checkpoints(folder, settings.describe(), resume, identity) as work:
-        result = _run(ranker, specs, data, source, settings, work, identity, progress)
-        if folder is not None:
-            result.save(folder)
+    runner, owned = executor_of(executor)
+    try:
+        with Checkpoints(folder, settings.describe(), resume, identity) as work:
+            runner.bind(ranker)
+            result = _run(ranker, specs, data, source, settings, work, runner, identity, progress)
+            if folder is not None:
+                result.save(folder)
+    finally:
+        if owned:
+            runner.close()
     return result
 
 
 def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, settings: Settings, work: Checkpoints,
-         identity: dict[str, Any], progress: bool) -> Audit:
+         executor: Executor, identity: dict[str, Any], progress: bool) -> Audit:
     """The audit's steps: pairs, scores, patching and findings per axiom, then the examples and the manifest."""
     n, seed, targets, method, tolerance = settings.n, settings.seed, settings.targets, settings.method, settings.tolerance
     examples, cell_pairs, batch_size = settings.examples, settings.cell_pairs, settings.batch_size
@@ -151,19 +152,21 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
         qids = pairs.frame["qid"].astype(str).to_numpy()
         if "heads" in targets:
             if method == "verified":
-                head_changes[spec.name], run, verification = verified_heads(ranker, pairs, spec, settings, work, progress)
+                head_changes[spec.name], run, verification = verified_heads(pairs, spec, settings, work, executor,
+                                                                            progress)
                 provenance[spec.name]["verification"] = verification
             else:
-                head_changes[spec.name], run, _ = both_directions(
-                    pairs, spec.name, spec.expect, "heads", _patcher(ranker, "heads", method, settings), work, progress)
+                job = Job("heads", method, batch_size, tolerance)
+                head_changes[spec.name], run, _ = both_directions(pairs, spec.name, spec.expect, "heads", job, work,
+                                                                  executor, progress)
             head_qids[spec.name] = qids
             provenance[spec.name]["excluded"] = {"patching": run.excluded, "delta": tolerance}
         examples_of[spec.name] = example_rows(scored, pairs.tensors["length"], spec, examples, tolerance)
         if "blocks" in targets:
             rows = _cell_rows(len(pairs), cell_pairs, seed)
             cell_changes[spec.name], run, _ = both_directions(
-                pairs.take(rows), spec.name, spec.expect, "regions", _patcher(ranker, "regions", "exact", settings), work,
-                progress)
+                pairs.take(rows), spec.name, spec.expect, "regions", Job("regions", "exact", batch_size, tolerance), work,
+                executor, progress)
             cell_qids[spec.name] = qids[rows]
             provenance[spec.name]["cells"] = {"pairs": len(rows), "excluded": run.excluded, "delta": tolerance}
             if examples_of[spec.name]:
@@ -203,6 +206,7 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
         "axioms": provenance,
         "examples": examples_of,
         "command": settings.command(),
+        "executor": executor.describe(),
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()},
     }
     return Audit(axioms_frame, heads, cells, pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(),

@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 
 from ..core.errors import SettingsError
 from ..core.files import write_atomically, write_json
+from ..executing.base import Executor
+from ..executing.registry import executor_of
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
 from ..pairs.data import DataSource, load_data
@@ -159,6 +161,7 @@ def sweep(
     folder: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    executor: str | Executor = "local",
     **options: Any,
 ) -> Sweep:
     """Audit each axiom once per design variant and report which flags hold under every variant.
@@ -166,7 +169,8 @@ def sweep(
     vary: {factor: [values]} over FACTORS, varied one at a time around the spec (default: `default_vary`);
     options: the audit's settings (n, targets, method, threshold, ...); the variants skip per-position example
     blocks unless `examples` is given. With `folder`, each variant's audit is saved (and resumable) in its own
-    subfolder and the sweep's report.html compares them.
+    subfolder and the sweep's report.html compares them. `executor` (see `audit`) is started once and runs
+    every variant's chunks, so a Ray cluster's workers load the model once for the whole sweep.
     """
     specs = [axiom if isinstance(axiom, Axiom) else load_axiom(axiom)
              for axiom in ([axioms] if isinstance(axioms, (str, Axiom)) else axioms)]
@@ -178,12 +182,19 @@ def sweep(
     folder = Path(folder) if folder is not None else None
     audits: dict[tuple[str, str], Audit] = {}
     rows, factors = [], {}
-    for spec, variant, design, variant_seed in tqdm(plan, desc="sweep", unit="audit", disable=not progress):
-        where = folder / spec.name / variant.label if folder is not None else None
-        result = audit(ranker, [design], frame, seed=variant_seed, folder=where, resume=resume and where is not None
-                       and where.is_dir(), progress=False, **options)
-        audits[spec.name, variant.label] = result
-        factors[variant.label] = variant.factor
+    runner, owned = executor_of(executor)
+    try:
+        for spec, variant, design, variant_seed in tqdm(plan, desc="sweep", unit="audit", disable=not progress):
+            where = folder / spec.name / variant.label if folder is not None else None
+            audits[spec.name, variant.label] = audit(
+                ranker, [design], frame, seed=variant_seed, folder=where, resume=resume and where is not None
+                and where.is_dir(), progress=False, executor=runner, **options)
+            factors[variant.label] = variant.factor
+    finally:
+        if owned:
+            runner.close()
+    for spec, variant, design, variant_seed in plan:
+        result = audits[spec.name, variant.label]
         behaviour = result.axioms.iloc[0]
         rows.append({"axiom": spec.name, "variant": variant.label, "factor": variant.factor or "",
                      "value": "" if variant.value is None else str(variant.value), "seed": variant_seed,

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..analysis.findings import symmetric_change
+from ..executing.base import Executor
+from ..executing.jobs import Job
 from ..models.names import act_name
-from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
-from ..patching.api import patch, patch_variants
 from ..patching.plan import Variant
 from ..patching.result import PatchResult
 from ..specs.axiom import Axiom
@@ -57,29 +57,23 @@ def chosen(values: np.ndarray, threshold: float, margin: float, budget: int) -> 
     return [head for head in heads if values[head] >= threshold - margin][:budget]
 
 
-def verified_heads(ranker: Ranker, pairs: PairSet, spec: Axiom, settings: Settings, work: Checkpoints,
+def verified_heads(pairs: PairSet, spec: Axiom, settings: Settings, work: Checkpoints, executor: Executor,
                    progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, dict[str, Any]]:
     """The symmetric change of every head (exact where verified, AtP* elsewhere), the first screening run, and
     what was verified: the heads, the screen's error on them and the bound on a missed flag."""
-    def screening(some: PairSet, direction: str) -> PatchResult:
-        return patch(ranker, some, "heads", "atp*", batch_size=settings.batch_size, direction=direction,
-                     delta=settings.tolerance, progress=False)
-
+    screening = Job("heads", "atp*", settings.batch_size, settings.tolerance)
     (change, size), denoising, noising = both_directions(pairs, spec.name, spec.expect, "heads-screen", screening,
-                                                         work, progress)
+                                                         work, executor, progress)
     signed, values = screen(denoising, noising, spec.expect)
     heads = chosen(values, settings.threshold, settings.margin, settings.verify)
     measured = np.zeros(values.shape, dtype=bool)
     error = np.array([])
     if heads:
-        variants = [Variant(layer, act_name("z", layer), head=head) for layer, head in heads]
-
-        def exactly(some: PairSet, direction: str) -> PatchResult:
-            return patch_variants(ranker, some, variants, "exact", batch_size=settings.batch_size,
-                                  direction=direction, delta=settings.tolerance)
-
+        variants = tuple(Variant(layer, act_name("z", layer), head=head) for layer, head in heads)
+        exactly = Job("heads", "exact", settings.batch_size, settings.tolerance, variants)
         name = "heads-verify-" + "-".join(f"{layer}.{head}" for layer, head in heads)
-        (exact_change, _), _, _ = both_directions(pairs, spec.name, spec.expect, name, exactly, work, progress)
+        (exact_change, _), _, _ = both_directions(pairs, spec.name, spec.expect, name, exactly, work, executor,
+                                                  progress)
         exact_share = share(exact_change, size)
         for index, head in enumerate(heads):
             change[(slice(None), *head)] = exact_change[:, index]

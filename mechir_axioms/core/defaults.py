@@ -21,3 +21,6 @@ every head that could reach a flag is measured exactly)."""
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = ("float32", "bfloat16", "float16")
 """Precisions a ranker may run in; float32 is the default and the one parity is tested in."""
+
+EXECUTORS = ("local", "ray")
+"""Where an audit's patching chunks run (executing.registry.EXECUTORS implements each; the CLI offers these)."""

@@ -25,3 +25,7 @@ class ModelError(MechirError, ValueError):
 
 class SettingsError(MechirError, ValueError):
     """An invalid setting or argument: names it, its value and what is allowed."""
+
+
+class WorkerError(MechirError, RuntimeError):
+    """A worker of a distributed audit failed for good: says what was saved and how to continue."""
