@@ -207,14 +207,14 @@ def test_null_axiom_flags_nothing_on_minilm(minilm):
     """Two exchangeable neutral words: any flagged head or block cell would be a false positive of the statistics.
 
     Heads are verified (every head that could reach a flag is patched exactly on all 200 pairs, in both
-    directions); block cells, always exact, on 48 of the pairs (the audit's default)."""
+    directions); block cells, always exact, on 32 of the pairs."""
     n, targets, method = 200, ("heads", "blocks"), "verified"
-    result = audit(minilm, ["NULL"], n=n, targets=targets, method=method, examples=0, cell_pairs=48, progress=False)
+    result = audit(minilm, ["NULL"], n=n, targets=targets, method=method, examples=0, cell_pairs=32, progress=False)
     heads, cells = result.heads, result.cells
     assert result.axioms["n_pairs"].iloc[0] == n
     assert heads["p_value"].notna().sum() == 72  # every head was tested, so "no flag" is not vacuous
     assert (heads["flag"] == "").all(), heads[heads["flag"] != ""][HEAD_COLUMNS].to_string()
     assert heads["q_value"].min() > 0.05
     assert (heads["measured"] == "exact").any(), "the screen sent some head to exact patching"
-    assert len(cells) == 3 * 6 * 3 and cells["p_value"].notna().all() and (cells["n"] > 30).all()
+    assert len(cells) == 3 * 6 * 3 and cells["p_value"].notna().all() and (cells["n"] > 20).all()
     assert (cells["flag"] == "").all(), cells[cells["flag"] != ""].to_string()

@@ -22,9 +22,9 @@ from mechir_axioms.auditing.checkpoints import Checkpoints
 from processes import kill_once_written
 
 FRAMES = ("axioms", "heads", "cells", "blocks", "pairs")
-OPTIONS = {"axioms": ["TFC1"], "n": 48, "method": "verified", "cell_pairs": 16, "examples": 0, "stability": 2,
+OPTIONS = {"axioms": ["TFC1"], "n": 40, "method": "verified", "cell_pairs": 8, "examples": 0, "stability": 2,
            "progress": False}
-CLI_OPTIONS = ["--axioms", "TFC1", "--n", "48", "--method", "verified", "--cell-pairs", "16", "--examples", "0",
+CLI_OPTIONS = ["--axioms", "TFC1", "--n", "40", "--method", "verified", "--cell-pairs", "8", "--examples", "0",
                "--stability", "2"]
 
 
