@@ -22,7 +22,7 @@ from .. import __version__
 from ..analysis.findings import Changes, behaviour, effects_frame, equivalence_margin, replication
 from ..executing.base import Executor
 from ..executing.jobs import Job
-from ..executing.registry import executor_of
+from ..executing.registry import running
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
 from ..pairs.compile import make_pairs
@@ -115,16 +115,11 @@ def audit(
     folder = Path(folder) if folder is not None else None
     fingerprint = ranker.fingerprint()
     identity = {"model": fingerprint, "data_hash": data_hash(frame), "spec_hashes": {spec.name: spec.spec_hash for spec in specs}}
-    runner, owned = executor_of(executor)
-    try:
-        with Checkpoints(folder, settings.describe(), resume, identity) as work:
-            runner.bind(ranker)
-            result = _run(ranker, specs, data, source, settings, work, runner, identity, progress)
-            if folder is not None:
-                result.save(folder)
-    finally:
-        if owned:
-            runner.close()
+    with running(executor) as runner, Checkpoints(folder, settings.describe(), resume, identity) as work:
+        runner.bind(ranker)
+        result = _run(ranker, specs, data, source, settings, work, runner, identity, progress)
+        if folder is not None:
+            result.save(folder)
     return result
 
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..core.errors import SettingsError
 from ..core.files import write_atomically, write_json
 from ..executing.base import Executor
-from ..executing.registry import executor_of
+from ..executing.registry import running
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
 from ..pairs.data import DataSource, load_data
@@ -182,17 +182,13 @@ def sweep(
     folder = Path(folder) if folder is not None else None
     audits: dict[tuple[str, str], Audit] = {}
     rows, factors = [], {}
-    runner, owned = executor_of(executor)
-    try:
+    with running(executor) as runner:
         for spec, variant, design, variant_seed in tqdm(plan, desc="sweep", unit="audit", disable=not progress):
             where = folder / spec.name / variant.label if folder is not None else None
             audits[spec.name, variant.label] = audit(
                 ranker, [design], frame, seed=variant_seed, folder=where, resume=resume and where is not None
                 and where.is_dir(), progress=False, executor=runner, **options)
             factors[variant.label] = variant.factor
-    finally:
-        if owned:
-            runner.close()
     for spec, variant, design, variant_seed in plan:
         result = audits[spec.name, variant.label]
         behaviour = result.axioms.iloc[0]

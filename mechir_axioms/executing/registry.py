@@ -1,6 +1,9 @@
-"""`EXECUTORS`: the registry of executors by name, and `executor_of` to turn a name into one."""
+"""`EXECUTORS`: the registry of executors by name, and `running` to use one by name or as given."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..core.errors import SettingsError
 from .base import Executor, LocalExecutor
@@ -10,10 +13,13 @@ EXECUTORS: dict[str, type[Executor]] = {LocalExecutor.name: LocalExecutor, RayEx
 """By name; core.defaults.EXECUTORS lists the same names for the CLI, which must not import torch to parse flags."""
 
 
-def executor_of(executor: str | Executor) -> tuple[Executor, bool]:
-    """(the executor, whether the caller made it and must close it) from a name in EXECUTORS or an instance."""
+@contextmanager
+def running(executor: str | Executor) -> Iterator[Executor]:
+    """The executor named in EXECUTORS (made here and closed on the way out) or the one given (left open)."""
     if isinstance(executor, Executor):
-        return executor, False
+        yield executor
+        return
     if executor not in EXECUTORS:
         raise SettingsError(f"executor={executor!r} is not valid; use one of {', '.join(EXECUTORS)} or an Executor")
-    return EXECUTORS[executor](), True
+    with EXECUTORS[executor]() as made:
+        yield made
