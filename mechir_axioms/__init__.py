@@ -26,6 +26,7 @@ _EXPORTS = {
     "pairs.compile": ["make_pairs"],
     "pairs.data": ["load_data"],
     "pairs.pairset": ["PairSet"],
+    "pyterrier": ["RankerTransformer"],
     "patching.api": ["patch", "patch_variants"],
     "patching.plan": ["Variant"],
     "patching.result": ["PatchResult"],

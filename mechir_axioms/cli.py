@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .auditing.settings import Settings, flag_name, parse_names, setting_fields
-from .core.defaults import DEFAULT_AXIOMS, DEVICES, DTYPES, EXECUTORS, SAMPLE_NAME
+from .core.defaults import DEFAULT_AXIOMS, DEVICES, DTYPES, EXECUTORS, SAMPLE_NAME, VERDICTS
 from .core.errors import MechirError, SettingsError
 
 
@@ -78,7 +78,20 @@ def _audit(args: argparse.Namespace) -> int:
             print(f"{'':<10} heads verified exactly: {', '.join(facts['verified']) or 'none'}; missed-flag bound "
                   f"{facts['missed_flag_bound']:.3f}, {below} the threshold {result.manifest['settings']['threshold']}")
     print(f"report: {result.report_path}")
+    failing = [f"{row.axiom} ({row.verdict})" for row in result.axioms.itertuples() if row.verdict in args.fail_on]
+    if failing:
+        print(f"fail: {', '.join(failing)}; --fail-on {','.join(args.fail_on)} asks for exit status 1")
+        return 1
     return 0
+
+
+def _verdicts(text: str) -> tuple[str, ...]:
+    """--fail-on violated,inconclusive as a tuple of verdicts, each checked against VERDICTS."""
+    names = parse_names(text)
+    unknown = [name for name in names if name not in VERDICTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)} is not a verdict; choose from {', '.join(VERDICTS)}")
+    return names
 
 
 def _vary(values: list[str]) -> dict[str, list]:
@@ -137,7 +150,17 @@ def _compare(args: argparse.Namespace) -> int:
     print(comparison.table())
     if args.junit_xml:
         print(f"junit: {comparison.to_junit(args.junit_xml)}")
+    if args.html:
+        print(f"html: {comparison.to_html(args.html)}")
     return 0 if comparison.ok else 1
+
+
+def _figure(args: argparse.Namespace) -> int:
+    from .plot import write_grid
+
+    for path in write_grid(args.folders, args.out, args.axioms, args.frame):
+        print(f"figure: {path}")
+    return 0
 
 
 def _pairs(args: argparse.Namespace) -> int:
@@ -222,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
     _model_placement(auditing)
     auditing.add_argument("--out", default="reports/audit", help="folder for results and report.html")
     auditing.add_argument("--resume", action="store_true", help="continue an interrupted audit in --out")
+    auditing.add_argument("--fail-on", type=_verdicts, default=(), metavar="VERDICT[,VERDICT]",
+                          help=f"exit with status 1 when an axiom's verdict is one of these ({', '.join(VERDICTS)}), "
+                          "so that a CI job can gate on the audit alone (default: never)")
     auditing.add_argument("--axiom-folder", action="append", default=[], help="an extra folder of axiom specs")
     _execution(auditing)
     auditing.set_defaults(run=_audit)
@@ -253,7 +279,19 @@ def parser() -> argparse.ArgumentParser:
     comparing.add_argument("--allow-different-specs", action="store_true",
                            help="compare an axiom audited with different specs under one name (refused by default)")
     comparing.add_argument("--junit-xml", default=None, help="also write the comparison as JUnit XML here")
+    comparing.add_argument("--html", default=None, metavar="PATH",
+                           help="also write the comparison as a self-contained HTML report here")
     comparing.set_defaults(run=_compare)
+    figure = commands.add_parser("figure", help="draw saved audits as one figure: models x axioms, layer x head maps")
+    figure.add_argument("folders", nargs="+", metavar="DIR", help="saved audits' folders, one row each")
+    figure.add_argument("--axioms", type=parse_names, default=None, help="comma-separated axioms, one column each "
+                        "(default: those every audit has)")
+    figure.add_argument("--out", action="append", required=True, help="the file to write; .pdf, .svg or .png picks the "
+                        "format (repeat --out for several)")
+    figure.add_argument("--frame", default="heads",
+                        help="what each panel maps: heads (layer x head) or cells (layer x block component x token "
+                        "region) (default: heads)")
+    figure.set_defaults(run=_figure)
     return main
 
 

@@ -14,6 +14,8 @@ from .analysis.stats import Z_95, wilson
 from .auditing.result import Audit, load_audit
 from .core.errors import SettingsError
 from .core.files import write_atomically
+from .report.comparison import render_comparison
+from .report.summary import comparison_summary
 
 
 @dataclass
@@ -29,11 +31,17 @@ class AxiomComparison:
     gained: list[str]
     lost: list[str]
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def significant(self) -> bool:
         """Whether the 95% interval of the agreement difference excludes 0."""
         return self.difference_low > 0 or self.difference_high < 0
+
+    @property
+    def change(self) -> float:
+        """The agreement change, new - old (NaN when the axiom is missing from the new audit)."""
+        return self.agreement_new - self.agreement_old
 
 
 @dataclass
@@ -46,6 +54,9 @@ class Comparison:
     max_agreement_drop: float
     min_head_map_correlation: float
     max_lost_flags: int
+    old_audit: Audit | None = field(default=None, repr=False, compare=False)
+    """The audits compared, kept so that `to_html` can draw their head maps (None when built by hand)."""
+    new_audit: Audit | None = field(default=None, repr=False, compare=False)
 
     @property
     def failures(self) -> list[str]:
@@ -55,13 +66,25 @@ class Comparison:
     def ok(self) -> bool:
         return not self.failures
 
+    @property
+    def verdict(self) -> str:
+        """PASS, or FAIL with the number of thresholds crossed: the last word of the table and the report."""
+        return "PASS" if self.ok else f"FAIL ({len(self.failures)} threshold(s) crossed)"
+
+    @property
+    def thresholds(self) -> str:
+        """The thresholds in words, as the table and the report state them."""
+        return (f"agreement may drop by at most {self.max_agreement_drop:.1%}; "
+                f"head-map Spearman rho at least {self.min_head_map_correlation}; "
+                f"at most {self.max_lost_flags} flagged head(s) may lose their flag")
+
     def table(self) -> str:
         """A plain-text table, one block per axiom, and the verdict."""
         lines = [f"mechir-axioms compare\n  old: {self.old}\n  new: {self.new}", ""]
         header = f"{'axiom':<10} {'agreement old -> new':<22} {'change [95% CI]':<26} {'head-map rho':>12}  status"
         lines += [header, "-" * len(header)]
         for axiom in self.axioms:
-            change = axiom.agreement_new - axiom.agreement_old
+            change = axiom.change
             interval = f"{change:+.1%} [{axiom.difference_low:+.1%}, {axiom.difference_high:+.1%}]"
             mark = " *" if axiom.significant else ""
             lines.append(
@@ -73,13 +96,25 @@ class Comparison:
             if axiom.lost:
                 lines.append(f"{'':<10} flags lost:   {', '.join(axiom.lost)}")
             lines += [f"{'':<10} ! {failure}" for failure in axiom.failures]
+            lines += [f"{'':<10} note: {note}" for note in axiom.notes]
         if any(axiom.significant for axiom in self.axioms):
             lines += ["", "* the agreement change is significant (its 95% Newcombe interval excludes 0)"]
-        lines += ["", f"thresholds: agreement may drop by at most {self.max_agreement_drop:.1%}; "
-                  f"head-map Spearman rho at least {self.min_head_map_correlation}; "
-                  f"at most {self.max_lost_flags} flagged head(s) may lose their flag",
-                  "result: " + ("PASS" if self.ok else f"FAIL ({len(self.failures)} threshold(s) crossed)")]
+        lines += ["", f"thresholds: {self.thresholds}", f"result: {self.verdict}"]
         return "\n".join(lines)
+
+    def to_html(self, path: str | Path) -> Path:
+        """Write a self-contained HTML report: both head maps and their difference per axiom, flags, verdict."""
+        if self.old_audit is None or self.new_audit is None:
+            raise SettingsError("this Comparison holds no audits to draw; make it with compare(old, new)")
+        page = render_comparison(self, self.old_audit, self.new_audit)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda temporary: temporary.write_text(page, encoding="utf-8"))
+        return path
+
+    def _repr_html_(self) -> str:
+        """A compact summary for Jupyter: per axiom the agreement change, head-map rho, flags gained and lost."""
+        return comparison_summary(self)
 
     def to_junit(self, path: str | Path) -> Path:
         """Write the comparison as a JUnit XML test suite, one test case per axiom."""
@@ -112,7 +147,10 @@ def _flags(heads: pd.DataFrame) -> dict[str, str]:
     return {row.name: row.flag for row in heads.itertuples() if row.flag}
 
 
-def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: float, max_lost: int) -> AxiomComparison:
+def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: float, max_lost: int,
+                   different_models: bool = False) -> AxiomComparison:
+    """One axiom of both audits. Two different models (allowed by the caller) whose head maps differ in shape
+    are compared on agreement only: their heads do not correspond, so no correlation or flag is matched."""
     before = old.axioms.set_index("axiom").loc[name]
     if name not in set(new.axioms["axiom"]):
         return AxiomComparison(name, float(before["agreement"]), math.nan, math.nan, math.nan, math.nan, [], [],
@@ -123,16 +161,22 @@ def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: 
     heads_old = old.heads[old.heads["axiom"] == name].set_index("name")
     heads_new = new.heads[new.heads["axiom"] == name].set_index("name")
     shared = heads_old.index.intersection(heads_new.index)
+    unmatched = different_models and not (len(shared) == len(heads_old) == len(heads_new))
     pair = pd.DataFrame({"old": heads_old.loc[shared, "effect"], "new": heads_new.loc[shared, "effect"]}).dropna()
-    rho = float(stats.spearmanr(pair["old"], pair["new"]).statistic) if len(pair) > 2 else math.nan
+    rho = float(stats.spearmanr(pair["old"], pair["new"]).statistic) if len(pair) > 2 and not unmatched else math.nan
     flags_old, flags_new = _flags(heads_old.reset_index()), _flags(heads_new.reset_index())
     gained = [f"{head} ({flag})" for head, flag in flags_new.items() if flags_old.get(head) != flag]
     lost = [f"{head} ({flag})" for head, flag in flags_old.items() if flags_new.get(head) != flag]
     comparison = AxiomComparison(name, float(before["agreement"]), float(after["agreement"]), low, high,
-                                 rho, gained, lost)
+                                 rho, [] if unmatched else gained, [] if unmatched else lost)
     drop = comparison.agreement_old - comparison.agreement_new
     if drop > max_drop + 1e-12:
         comparison.failures.append(f"{name}: agreement dropped by {drop:.1%}, more than the allowed {max_drop:.1%}")
+    if unmatched:
+        shape = lambda heads: f"{heads['layer'].max() + 1} x {heads['head'].max() + 1}"  # noqa: E731
+        comparison.notes.append(f"the head maps differ in shape ({shape(heads_old)} vs {shape(heads_new)} layers x heads): "
+                                "agreement is compared, heads are not matched or correlated")
+        return comparison
     if len(shared) != len(heads_old):
         comparison.failures.append(f"{name}: the audits cover different heads ({len(heads_old)} vs {len(heads_new)})")
     elif not (rho >= min_rho):  # a NaN correlation (flat maps) fails too
@@ -169,6 +213,11 @@ def _identity_differs(old: Audit, new: Audit, allow_different_models: bool, allo
     return problems
 
 
+def _where(audit: Audit, given: Audit | str | Path) -> str:
+    """An audit's folder, the path it was given as, or "an unsaved audit" (never the frames' repr)."""
+    return str(audit.folder or (given if not isinstance(given, Audit) else "an unsaved audit"))
+
+
 def describe_model(audit: Audit) -> str:
     """One line naming an audit's ranker: name, kind and weights digest."""
     model = audit.manifest["model"]
@@ -193,13 +242,14 @@ def compare(old: Audit | str | Path, new: Audit | str | Path, max_agreement_drop
         raise SettingsError(f"the audits were run with different settings ({'; '.join(differ)}); rerun one to match")
     problems = _identity_differs(old_audit, new_audit, allow_different_models, allow_different_specs)
     if problems:
-        raise SettingsError(f"cannot compare {old} with {new}: {'; '.join(problems)}")
+        raise SettingsError(f"cannot compare {_where(old_audit, old)} with {_where(new_audit, new)}: {'; '.join(problems)}")
     rows = [
-        _compare_axiom(name, old_audit, new_audit, max_agreement_drop, min_head_map_correlation, max_lost_flags)
+        _compare_axiom(name, old_audit, new_audit, max_agreement_drop, min_head_map_correlation, max_lost_flags,
+                       allow_different_models)
         for name in old_audit.axioms["axiom"]
     ]
-    label = lambda audit, given: f"{audit.folder or given}: {describe_model(audit)}"  # noqa: E731
+    label = lambda audit, given: f"{_where(audit, given)}: {describe_model(audit)}"  # noqa: E731
     return Comparison(label(old_audit, old), label(new_audit, new), rows, max_agreement_drop,
-                      min_head_map_correlation, max_lost_flags)
+                      min_head_map_correlation, max_lost_flags, old_audit, new_audit)
 
 

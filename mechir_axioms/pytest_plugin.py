@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .auditing.settings import Settings, setting_fields
+from .auditing.settings import Settings, parse_names, setting_fields
 from .core.defaults import DEVICES, DTYPES
 
 if TYPE_CHECKING:  # the heavy imports wait until a test asks for an audit
@@ -128,7 +128,7 @@ def _describe(row: pd.Series, name: str) -> str:
             f"{row['ci_high']:+.3f}], q = {row['q_value']:.2g}{', ' + row['flag'] if row['flag'] else ''}")
 
 
-PLUGIN_SETTINGS = ("model", "data", "n", "method")
+PLUGIN_SETTINGS = ("model", "data", "n", "method", "targets")
 """The audit settings the plugin offers as --mechir-NAME options; the others keep their defaults."""
 
 
@@ -137,6 +137,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for spec in setting_fields():
         if spec.name in PLUGIN_SETTINGS:
             meta, default = spec.metadata, spec.metadata["cli_default"]
+            if meta["kind"] is tuple:  # a comma-separated list, checked against its choices by Settings
+                group.addoption(f"--mechir-{spec.name}", default=tuple(default), type=parse_names,
+                                help=f"{meta['help']} (default: {','.join(default)})")
+                continue
             group.addoption(f"--mechir-{spec.name}", default=default, type=meta["kind"] if meta["kind"] is int else str,
                             choices=meta["choices"],
                             help=meta["help"] + (f" (default: {default})" if default is not None else ""))

@@ -206,9 +206,9 @@ def test_more_pairs_than_available_warns_and_uses_all(tiny, tmp_path, capsys):
 def test_null_axiom_flags_nothing_on_minilm(minilm):
     """Two exchangeable neutral words: any flagged head or block cell would be a false positive of the statistics.
 
-    Heads are verified (every head that could reach a flag is patched exactly on all 200 pairs, in both
+    Heads are verified (every head that could reach a flag is patched exactly on all 100 pairs, in both
     directions); block cells, always exact, on 32 of the pairs."""
-    n, targets, method = 200, ("heads", "blocks"), "verified"
+    n, targets, method = 100, ("heads", "blocks"), "verified"
     result = audit(minilm, ["NULL"], n=n, targets=targets, method=method, examples=0, cell_pairs=32, progress=False)
     heads, cells = result.heads, result.cells
     assert result.axioms["n_pairs"].iloc[0] == n
@@ -218,3 +218,21 @@ def test_null_axiom_flags_nothing_on_minilm(minilm):
     assert (heads["measured"] == "exact").any(), "the screen sent some head to exact patching"
     assert len(cells) == 3 * 6 * 3 and cells["p_value"].notna().all() and (cells["n"] > 20).all()
     assert (cells["flag"] == "").all(), cells[cells["flag"] != ""].to_string()
+
+
+def test_fail_on_gates_the_audit_by_verdict(tiny, tmp_path, capsys):
+    """--fail-on VERDICTS exits 1 when an axiom's verdict is one of them, after writing the report; 0 otherwise.
+    A random tiny model moves its scores below the tolerance, so TFC1 is violated and LNC1 satisfied."""
+    _, path = tiny("bert", "bi")
+    common = ["audit", "--model", str(path), "--axioms", "TFC1,LNC1", "--n", "8", "--targets", "heads",
+              "--method", "attribution", "--stability", "0", "--out", str(tmp_path / "a")]
+    assert main([*common, "--fail-on", "violated"]) == 1
+    out = capsys.readouterr().out
+    assert "fail: TFC1 (violated); --fail-on violated asks for exit status 1" in out and "LNC1 (" not in out
+    assert (tmp_path / "a" / "report.html").is_file()
+    assert main([*common, "--resume", "--fail-on", "inconclusive"]) == 0
+    assert main([*common, "--resume"]) == 0
+    with pytest.raises(SystemExit) as stopped:
+        main([*common, "--fail-on", "violated,broken"])
+    assert stopped.value.code == 2
+    assert "broken is not a verdict; choose from satisfied, violated, inconclusive" in capsys.readouterr().err

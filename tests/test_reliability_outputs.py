@@ -226,3 +226,15 @@ def test_manifest_names_model_data_and_spec_hashes(bi, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["model"]["weights_digest"]) == 16 and len(manifest["model"]["config_hash"]) == 16
     assert len(manifest["data_hash"]) >= 12 and manifest["axioms"]["TFC1"]["spec_hash"]
+
+
+def test_plugin_targets_option_sets_what_each_audit_patches(pytester, tiny, tmp_path):
+    _, model = tiny("bert", "bi")
+    pytester.makepyfile(test_inner="def test_it(axiom_audit):\n    axiom_audit('TFC1')\n")
+    arguments = ["-p", "no:cacheprovider", f"--mechir-model={model}", "--mechir-n=3", f"--mechir-report={tmp_path}"]
+    pytester.runpytest_subprocess(*arguments, "--mechir-targets=heads").assert_outcomes(passed=1)
+    audited = load_audit(tmp_path / "TFC1")
+    assert audited.manifest["settings"]["targets"] == ["heads"] and audited.cells.empty
+    outcome = pytester.runpytest_subprocess(*arguments, "--mechir-targets=heads,nerves")
+    outcome.assert_outcomes(failed=1)
+    assert "targets=['heads', 'nerves'] is not valid; choose from heads, blocks" in outcome.stdout.str()

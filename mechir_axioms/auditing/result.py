@@ -13,6 +13,7 @@ from ..analysis.findings import strongest_first
 from ..core.errors import SettingsError
 from ..core.files import write_atomically, write_json
 from ..report.render import render
+from ..report.summary import audit_summary
 
 FRAMES = ("axioms", "heads", "cells", "blocks", "pairs")
 RESULT_FILES = (*(f"{name}.parquet" for name in FRAMES), "attention.json", "manifest.json")
@@ -52,6 +53,10 @@ class Audit:
     @property
     def report_path(self) -> Path | None:
         return self.folder / "report.html" if self.folder else None
+
+    def _repr_html_(self) -> str:
+        """A compact summary for Jupyter: per axiom its verdict, agreement [95% CI] and flag counts."""
+        return audit_summary(self)
 
     def flagged(self, axiom: str | None = None, frame: str = "heads") -> pd.DataFrame:
         """Flagged heads (or cells) of one axiom or all, strongest first."""

@@ -25,7 +25,7 @@ from ..executing.jobs import Job
 from ..executing.registry import running
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
-from ..pairs.compile import make_pairs
+from ..pairs.compile import check_selection, make_pairs, unjudged_note
 from ..pairs.data import DataSource, data_hash, load_data
 from ..patching.api import patch
 from ..patching.plan import BLOCK_COMPONENTS, plan
@@ -109,6 +109,8 @@ def audit(
                         tolerance, equivalence, cell_pairs, examples, stability, batch_size)  # fails before any work
     specs = [axiom if isinstance(axiom, Axiom) else load_axiom(axiom) for axiom in axioms]
     frame, source = load_data(data)  # bad data fails here, before the model loads
+    for spec in specs:
+        check_selection(spec, frame, source)
     if not isinstance(ranker, Ranker):
         ranker = load_ranker(ranker)
     settings = replace(settings, axioms=tuple(spec.name for spec in specs), model=ranker.name, data=source)
@@ -118,6 +120,7 @@ def audit(
     with running(executor) as runner, Checkpoints(folder, settings.describe(), resume, identity) as work:
         runner.bind(ranker)
         result = _run(ranker, specs, data, source, settings, work, runner, identity, progress)
+        result.manifest.update(unjudged_note(frame))  # nothing for judged data
         if folder is not None:
             result.save(folder)
     return result

@@ -24,6 +24,7 @@ from ..models.loading import load_ranker
 from ..models.rankers import Ranker
 from ..pairs.data import DataSource, load_data
 from ..perturb.operators import OPERATORS
+from ..report.summary import sweep_summary
 from ..report.sweep import render_sweep
 from ..specs.axiom import Axiom, load_axiom
 from .result import Audit
@@ -118,6 +119,10 @@ class Sweep:
     @property
     def report_path(self) -> Path | None:
         return self.folder / "report.html" if self.folder else None
+
+    def _repr_html_(self) -> str:
+        """A compact summary for Jupyter: per variant its verdict, agreement and flags; which flags hold."""
+        return sweep_summary(self)
 
 
 def stability(audits: Mapping[tuple[str, str], Audit], factors: Mapping[str, str | None]) -> pd.DataFrame:

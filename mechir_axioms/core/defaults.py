@@ -24,3 +24,4 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 EXECUTORS = ("local", "ray")
 """Where an audit's patching chunks run (executing.registry.EXECUTORS implements each; the CLI offers these)."""
+VERDICTS = ("satisfied", "violated", "inconclusive")  # what an axiom's behaviour can be judged

@@ -12,14 +12,14 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..core.errors import SettingsError, SpecError
+from ..core.errors import DataError, SettingsError, SpecError
 from ..models.layout import PADDING_REGION
 from ..models.rankers import Ranker
 from ..perturb.operators import Dropped, Filling, perturb
 from ..perturb.terms import TermContext, Vocabulary, query_terms, resolve_idf, words
 from ..specs.axiom import Axiom, load_axiom
 from .align import Aligned, align
-from .data import DataSource, data_hash, load_data
+from .data import DataSource, data_hash, judged_rows, load_data
 from .pairset import FRAME_COLUMNS, PairSet
 
 
@@ -41,6 +41,53 @@ def _tensors(aligned: list[Aligned], pad_id: int) -> dict[str, torch.Tensor]:
     tensors["length"] = torch.tensor([len(pair.perturbed["input_ids"]) for pair in aligned])
     tensors["region"] = _pad([pair.regions for pair in aligned], PADDING_REGION)
     return tensors
+
+
+RANK_BANDS = (0, 10, 50, 100)
+"""Lower bounds of the rank bands that stratify an unjudged ranking (ranks 0-9, 10-49, 50-99, 100+): the top
+ten that users see and metrics weigh most, the rest of a typical top-50 and top-100 re-ranking depth, and the
+tail of deeper candidate lists, so that a sample keeps the run's mix of high and low ranks."""
+RANK_BAND = "rank_band"
+"""The stratum column (the band's lower bound) make_pairs derives from `rank`."""
+
+
+def band_label(low: int) -> str:
+    """The rank band starting at `low` in words: "0-9", "10-49", "50-99", "100+"."""
+    following = [bound for bound in RANK_BANDS if bound > low]
+    return f"{low}-{following[0] - 1}" if following else f"{low}+"
+
+
+def _with_bands(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with `rank_band`: the lower bound of the band each row's rank falls into."""
+    bands = pd.cut(frame["rank"], [*RANK_BANDS, float("inf")], right=False, labels=list(RANK_BANDS))
+    return frame.assign(**{RANK_BAND: bands.astype("int64")})
+
+
+def _strata_column(frame: pd.DataFrame, stratify: str | None, source: str) -> str | None:
+    """The column to stratify by: `stratify`, except that relevance falls back to rank bands when some row is
+    unjudged (a ranking without complete judgements)."""
+    if stratify == "relevance" and frame["relevance"].isna().any():
+        return RANK_BAND
+    if stratify == RANK_BAND and "rank" not in frame.columns:
+        raise SettingsError(f"stratify={RANK_BAND!r} needs a ranking, but {source} has no rank or score column")
+    if stratify is not None and stratify != RANK_BAND and stratify not in frame.columns:
+        raise ValueError(f"stratify={stratify!r} is not a column of {source}; columns are {', '.join(frame.columns)}")
+    return stratify
+
+
+def check_selection(axiom: Axiom, frame: pd.DataFrame, source: str) -> None:
+    """Refuse an axiom that selects by relevance grade on data without any grade (an unjudged ranking)."""
+    if axiom.select.relevance is not None and judged_rows(frame) == 0:
+        raise DataError(
+            f"{axiom.name}: select.relevance = {list(axiom.select.relevance)} needs relevance grades, but {source} has "
+            "none (an unjudged ranking); give judged data (a relevance or label column) or an axiom without "
+            "select.relevance"
+        )
+
+
+def _grade(value: Any) -> int | None:
+    """A pair's relevance grade as an int; None for an unjudged document of a ranking."""
+    return None if pd.isna(value) else int(value)
 
 
 def _quotas(sizes: pd.Series, n: int) -> dict[Any, int]:
@@ -127,15 +174,15 @@ def make_pairs(
     ranker = ranker or load_ranker()
     check_filler(axiom, ranker)
     frame, source = load_data(data)
-    if stratify is not None and stratify not in frame.columns:
-        raise ValueError(f"stratify={stratify!r} is not a column of {source}; columns are {', '.join(frame.columns)}")
+    check_selection(axiom, frame, source)
+    column = _strata_column(frame, stratify, source)
     idf_table = resolve_idf(idf, list(dict.fromkeys(frame["text"])))
     vocabulary = vocabulary_of(ranker)
     target = axiom.perturb.target
     follows_space = ranker.changed_text_follows_space(target)
     dropped: Counter[str] = Counter()
-    candidates = _selected(frame, axiom, dropped)
-    strata = candidates.groupby(stratify, sort=True) if stratify else [(None, candidates)]
+    candidates = _selected(frame if column != RANK_BAND else _with_bands(frame), axiom, dropped)
+    strata = candidates.groupby(column, sort=True) if column else [(None, candidates)]
     sizes = pd.Series({key: len(group) for key, group in strata}, dtype=int)
     quotas = _quotas(sizes, n) if len(candidates) else {}
     rows: list[dict[str, Any]] = []
@@ -178,7 +225,7 @@ def make_pairs(
                     kept.append(pair)
                     rows.append(
                         {
-                            "qid": row["qid"], "docno": row["docno"], "relevance": int(row["relevance"]),
+                            "qid": row["qid"], "docno": row["docno"], "relevance": _grade(row["relevance"]),
                             "query": row["query"], "baseline": pair.baseline_text or edit.baseline, "perturbed": edit.perturbed,
                             "span_start": pair.span[0], "span_end": pair.span[1], "term": edit.term, "rung": edit.rung,
                         }
@@ -206,9 +253,33 @@ def make_pairs(
         "seed": seed,
         "n_requested": n,
         "n_built": built_pairs,
-        "stratify": stratify,
+        "stratify": column,
+        **_unjudged_provenance(frame, stratify, column),
         "idf": "data" if idf is None else (str(idf) if isinstance(idf, (str, Path)) else "given texts"),
         "dropped": dict(sorted(dropped.items())),
         "package_version": __version__,
     }
-    return PairSet(pd.DataFrame(rows, columns=FRAME_COLUMNS), _tensors(kept, ranker.tokenizer.pad_token_id), provenance)
+    table = pd.DataFrame(rows, columns=FRAME_COLUMNS)
+    if table["relevance"].isna().any():
+        table["relevance"] = table["relevance"].astype("Int64")
+    return PairSet(table, _tensors(kept, ranker.tokenizer.pad_token_id), provenance)
+
+
+def unjudged_note(frame: pd.DataFrame) -> dict[str, Any]:
+    """The audit manifest's note on a ranking with unjudged rows, whose pairs are stratified by rank band; {} for
+    judged data, so that their manifests stay as they were."""
+    if not frame["relevance"].isna().any():
+        return {}
+    return {"data_relevance": {"judged_rows": judged_rows(frame), "rows": len(frame), "stratify": RANK_BAND,
+                               "rank_bands": [band_label(low) for low in RANK_BANDS]}}
+
+
+def _unjudged_provenance(frame: pd.DataFrame, requested: str | None, column: str | None) -> dict[str, Any]:
+    """What provenance adds for a ranking with unjudged rows or banded strata (nothing for judged data)."""
+    facts: dict[str, Any] = {}
+    if frame["relevance"].isna().any():
+        facts["judged_rows"] = {"judged": judged_rows(frame), "rows": len(frame)}
+    if column == RANK_BAND:
+        facts["stratify_requested"] = requested
+        facts["rank_bands"] = [band_label(low) for low in RANK_BANDS]
+    return facts

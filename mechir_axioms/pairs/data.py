@@ -3,6 +3,10 @@
 Sources: a pandas DataFrame, a JSONL / JSON / TSV / CSV / Parquet file, an ir_datasets id (`irds:...`), or
 None for the bundled sample of TREC Deep Learning 2019/2020 judged passages. Every mistake in a source is a
 DataError naming the source and the line, row or column at fault.
+
+A ranking (a PyTerrier result frame: a `rank` or `score` column) may leave documents unjudged: its grades
+come from `relevance` (or PyTerrier's `label`), which may be absent or missing (NaN) per row, and the frame
+keeps a 0-based per-query `rank` (derived from `score` as PyTerrier's add_ranks does when absent).
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from ..core.defaults import SAMPLE_NAME
 from ..core.errors import DataError
 
 COLUMNS = ("qid", "query", "docno", "text", "relevance")
+RANKING = ("rank", "score")
+"""The columns that make a frame a ranking, whose documents may be unjudged."""
+GRADES = ("relevance", "label")
+"""Where a ranking's grades are read from: our column, else PyTerrier's qrels column."""
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "trec-dl-sample.jsonl.gz"
 FORMATS = ".jsonl, .jsonl.gz, .tsv or .parquet (also .csv, .json and gzipped .tsv, .csv or .json)"
 """The supported file formats, as a phrase for messages."""
@@ -270,24 +278,77 @@ def _unicode(value: str) -> bool:
     return True
 
 
+def _grade_column(frame: pd.DataFrame) -> str | None:
+    """The column holding relevance grades: `relevance`, else PyTerrier's `label`; None when neither exists."""
+    return next((column for column in GRADES if column in frame.columns), None)
+
+
+def _rank(value: Any) -> int | None:
+    """A rank as a non-negative int (integer, integral float or such text); None when it is not one."""
+    rank = _grade(value)
+    return rank if rank is not None and rank >= 0 else None
+
+
+def _score(value: Any) -> float | None:
+    """A retrieval score as a finite float (from a number or such text); None when it is not one."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _unjudged(value: Any) -> bool:
+    """Is a ranking's grade cell empty (None, NaN, pd.NA, or blank text as TSV and CSV files leave it)?"""
+    return _missing(value) or (isinstance(value, str) and not value.strip())
+
+
+def _ranks(frame: pd.DataFrame, qids: list[str], source: str, rows: str, labels: list[str]) -> list[int]:
+    """Each row's rank: the `rank` column, else 0-based per qid by descending `score` (ties keep row order)."""
+    if "rank" in frame.columns:
+        column, parse, want = "rank", _rank, "a non-negative integer rank"
+    else:
+        column, parse, want = "score", _score, "a finite number"
+    values = []
+    for label, cell in zip(labels, frame[column]):
+        value = parse(cell)
+        if value is None:
+            raise DataError(f"{source}: {rows} {label}, column '{column}' is {_show(cell)}; it must be {want}")
+        values.append(value)
+    if column == "rank":
+        return values
+    ranked = pd.Series(values).groupby(qids, sort=False).rank(ascending=False, method="first")
+    return [int(rank) - 1 for rank in ranked]
+
+
 def validate(frame: pd.DataFrame, source: str, rows: str = "row") -> pd.DataFrame:
     """Check columns and values, drop repeated (qid, docno) rows; qid/docno/query/text as strings, relevance as ints.
 
     `rows` is the word for the frame's index labels in messages ("row" for a DataFrame's own index, "line" or
-    "data row" for files, whose readers label rows by line number or 1-based data row).
+    "data row" for files, whose readers label rows by line number or 1-based data row). A ranking (a `rank`
+    or `score` column) may leave rows unjudged: relevance is then nullable ("Int64", <NA> when unjudged) and
+    the frame keeps a `rank` column. Grades come from `relevance`, else from PyTerrier's `label`.
     """
     if len(frame) == 0:
         raise DataError(f"{source}: no rows; give at least one judged query-document pair")
     repeated = sorted({_one_line(repr(column), 40) for column in frame.columns[frame.columns.duplicated()]})
     if repeated:
         raise DataError(f"{source}: column(s) {', '.join(repeated)} appear more than once; give each column once")
-    missing = [column for column in COLUMNS if column not in frame.columns]
+    ranking = any(column in frame.columns for column in RANKING)
+    grades = _grade_column(frame)
+    optional = ("relevance",) if grades or ranking else ()
+    missing = [column for column in COLUMNS if column not in frame.columns and column not in optional]
     if missing:
+        hint = " (or, for an unjudged ranking, a rank or score column)" if missing == ["relevance"] else ""
         raise DataError(
-            f"{source}: missing column(s) {', '.join(missing)}; required columns are {', '.join(COLUMNS)}"
+            f"{source}: missing column(s) {', '.join(missing)}; required columns are {', '.join(COLUMNS)}{hint}"
         )
     labels = [_one_line(label, 40) for label in frame.index]
-    cells = {column: list(frame[column]) for column in COLUMNS}
+    cells = {column: list(frame[column]) for column in COLUMNS[:-1]}
+    cells["relevance"] = list(frame[grades]) if grades else [None] * len(frame)
     clean: dict[str, list[Any]] = {column: [] for column in COLUMNS}
     for position, label in enumerate(labels):
         for column in ("qid", "docno"):
@@ -308,13 +369,19 @@ def validate(frame: pd.DataFrame, source: str, rows: str = "row") -> pd.DataFram
                 qid = _one_line(clean["qid"][position], 40)
                 raise DataError(f"{source}: {rows} {label} (qid {qid}) has an empty {column}")
             clean[column].append(value)
-        grade = _grade(cells["relevance"][position])
-        if grade is None:
-            shown = _show(cells["relevance"][position])
-            raise DataError(f"{source}: {rows} {label}, column 'relevance' is {shown}; it must be an integer grade")
+        cell = cells["relevance"][position]
+        unjudged = ranking and _unjudged(cell)
+        grade = None if unjudged else _grade(cell)
+        if grade is None and not unjudged:
+            shown = _show(cell)
+            raise DataError(f"{source}: {rows} {label}, column '{grades}' is {shown}; it must be an integer grade")
         clean["relevance"].append(grade)
+    if ranking:
+        clean["rank"] = _ranks(frame, clean["qid"], source, rows, labels)
     keep = _first_of_each(clean, labels, source, rows)
-    result = pd.DataFrame(clean).astype({"qid": str, "query": str, "docno": str, "text": str, "relevance": "int64"})
+    judged = all(grade is not None for grade in clean["relevance"])
+    types = {"qid": str, "query": str, "docno": str, "text": str, "relevance": "int64" if judged else "Int64"}
+    result = pd.DataFrame(clean).astype(types)
     return result.iloc[keep].reset_index(drop=True)
 
 
@@ -324,10 +391,10 @@ def _first_of_each(clean: dict[str, list[Any]], labels: list[str], source: str, 
     for position, key in enumerate(zip(clean["qid"], clean["docno"])):
         earlier = first.setdefault(key, position)
         if clean["relevance"][earlier] != clean["relevance"][position]:
+            was, now = ("unjudged" if clean["relevance"][at] is None else clean["relevance"][at] for at in (earlier, position))
             raise DataError(
                 f"{source}: qid {key[0]!r}, docno {key[1]!r} has conflicting relevance grades "
-                f"{clean['relevance'][earlier]} ({rows} {labels[earlier]}) and "
-                f"{clean['relevance'][position]} ({rows} {labels[position]}); keep one grade per (qid, docno)"
+                f"{was} ({rows} {labels[earlier]}) and {now} ({rows} {labels[position]}); keep one grade per (qid, docno)"
             )
     dropped = len(labels) - len(first)
     if dropped:
@@ -358,6 +425,12 @@ def load_data(data: DataSource = None) -> tuple[pd.DataFrame, str]:
 
 
 def data_hash(frame: pd.DataFrame) -> str:
-    """sha256 over the rows' canonical JSON, for provenance."""
-    payload: Any = frame.loc[:, list(COLUMNS)].to_json(orient="records", force_ascii=False)
+    """sha256 over the rows' canonical JSON (with a ranking's rank, which stratification may use), for provenance."""
+    columns = [*COLUMNS, "rank"] if "rank" in frame.columns else list(COLUMNS)
+    payload: Any = frame.loc[:, columns].to_json(orient="records", force_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def judged_rows(frame: pd.DataFrame) -> int:
+    """How many rows of a validated frame carry a relevance grade."""
+    return int(frame["relevance"].notna().sum())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,29 @@ class PatchResult:
         columns["effect"] = self.effects.reshape(-1)
         frame = pd.DataFrame(columns)
         return frame[~np.isnan(frame["effect"].to_numpy(dtype=float))].reset_index(drop=True)
+
+    def _strongest(self, count: int = 5) -> pd.DataFrame:
+        """The `count` components with the largest |mean effect| over included pairs, one row each."""
+        with warnings.catch_warnings():  # a component no included pair has is NaN, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means = self.mean() if self.included.any() else np.full(self.effects.shape[1:], np.nan)
+        index = np.indices(means.shape).reshape(len(self.dims) - 1, -1)
+        columns = {name: (np.asarray(self.labels[name], dtype=object)[index[axis]] if name in self.labels
+                          else index[axis]) for axis, name in enumerate(self.dims[1:])}
+        frame = pd.DataFrame({**columns, "mean effect": means.reshape(-1)}).dropna(subset=["mean effect"])
+        return frame.reindex(frame["mean effect"].abs().sort_values(ascending=False).index).head(count)
+
+    def _repr_html_(self) -> str:
+        """A compact summary for Jupyter: target, method, shape, pairs patched and the strongest mean effects."""
+        patched = int(np.count_nonzero(self.included))
+        shape = " x ".join(f"{name} {size}" for name, size in zip(self.dims, self.effects.shape))
+        lines = [f"PatchResult: target {self.target}, method {self.method}", f"effects: {shape}",
+                 f"pairs: {patched} patched, {self.excluded} excluded (|donor - receiver| < {self.delta:g})"]
+        head = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+        top = self._strongest()
+        table = (top.to_html(index=False, escape=True, float_format=lambda value: f"{value:+.4f}") if len(top)
+                 else "<p>no pair was patched</p>")
+        return f'<div class="mechir-axioms-summary">{head}<p>strongest mean effects:</p>{table}</div>'
 
     def save(self, folder: str | Path) -> Path:
         """Write effects.npz and result.json into `folder`, each atomically."""

@@ -46,6 +46,13 @@ def _pvalue(value: float) -> str:
     return f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
 
 
+def percent(value: float | None, signed: bool = False) -> str:
+    """A share as a percentage with one decimal ("n/a" for NaN), signed for changes."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{100 * value:+.1f}%" if signed else f"{100 * value:.1f}%"
+
+
 def _environment() -> Environment:
     environment = Environment(
         loader=PackageLoader("mechir_axioms.report", "templates"),
@@ -65,11 +72,20 @@ def _fill(value: float, scale: float) -> str:
     return f"rgb(255,{fade},{fade})" if t >= 0 else f"rgb({fade},{fade},255)"
 
 
+def _effect_title(row: Any, describe: Callable[[Any], str]) -> str:
+    """A cell's hover text in an audit's map: what it is, its effect with CI and q-value, its flag."""
+    return (f"{describe(row)}: effect {row.effect:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
+            f"q = {_pvalue(row.q_value)}" + (f", {row.flag}" if row.flag else "")
+            + (", screened (AtP*), not verified" if getattr(row, "measured", "") == "screened" else ""))
+
+
 def _grid(rows: pd.DataFrame, columns: list[str], column_of: Callable[[Any], int], describe: Callable[[Any], str],
-          scale: float, cell_width: int = CELL, groups: Sequence[tuple[str, int, int]] = ()) -> dict[str, Any]:
+          scale: float, cell_width: int = CELL, groups: Sequence[tuple[str, int, int]] = (),
+          title: Callable[[Any], str] | None = None) -> dict[str, Any]:
     """An SVG heatmap, one row per layer: cells coloured by effect, flagged ones outlined, a title to hover.
 
-    column_of(row) gives a row's column; `groups` are (label, first column, last column) spans above them.
+    column_of(row) gives a row's column; `groups` are (label, first column, last column) spans above them;
+    title(row) replaces the default hover text (what describe(row) names, its effect, CI, q-value and flag).
     """
     layers = int(rows["layer"].max()) + 1
     left, top = 56, 22 + (14 if groups else 0)
@@ -77,9 +93,7 @@ def _grid(rows: pd.DataFrame, columns: list[str], column_of: Callable[[Any], int
         {
             "x": left + column_of(row) * cell_width, "y": top + int(row.layer) * CELL, "w": cell_width - 2, "h": CELL - 2,
             "fill": _fill(row.effect, scale), "flag": row.flag,
-            "title": (f"{describe(row)}: effect {row.effect:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
-                      f"q = {_pvalue(row.q_value)}" + (f", {row.flag}" if row.flag else "")
-                      + (", screened (AtP*), not verified" if getattr(row, "measured", "") == "screened" else "")),
+            "title": title(row) if title is not None else _effect_title(row, describe),
         }
         for row in rows.itertuples()
     ]
@@ -91,10 +105,16 @@ def _grid(rows: pd.DataFrame, columns: list[str], column_of: Callable[[Any], int
     }
 
 
-def _heads_grid(heads: pd.DataFrame, scale: float) -> dict[str, Any]:
+def _heads_grid(heads: pd.DataFrame, scale: float, title: Callable[[Any], str] | None = None) -> dict[str, Any]:
+    """The layer x head map of one axiom's heads frame (columns layer, head, effect, flag, ...)."""
     count = int(heads["head"].max()) + 1
     return _grid(heads, [str(head) for head in range(count)], lambda row: int(row.head),
-                 lambda row: f"layer {row.layer}, head {row.head}", scale)
+                 lambda row: f"layer {row.layer}, head {row.head}", scale, title=title)
+
+
+def _asset(name: str) -> Markup:
+    """A file of the templates folder (a stylesheet or script), to inline into a page."""
+    return Markup((resources.files("mechir_axioms.report") / "templates" / name).read_text())
 
 
 def region_names(target: str) -> dict[str, str]:

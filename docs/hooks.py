@@ -1,0 +1,103 @@
+"""MkDocs hook: fills a page's generated blocks from the package and the README when the site is built.
+
+A page asks for a block with a line `<!-- generate: NAME -->` (NAME one of BLOCKS), so the axiom catalogue, the
+spec reference, the CLI reference and the quick start cannot drift from the code and the README they come from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the source tree's package, even where it is not installed
+
+MARKER = re.compile(r"^<!-- generate: ([\w-]+) -->$", re.MULTILINE)
+HEADING = re.compile(r"^(#+) ", re.MULTILINE)
+QUICK_START = ("Two commands on a fresh machine", "Score a pair with the default model")  # README sections
+
+
+def _demote(markdown: str, levels: int) -> str:
+    """Headings `levels` deeper, so included text nests under the page's own headings (code blocks untouched)."""
+    lines, fenced = [], False
+    for line in markdown.split("\n"):
+        fenced ^= line.startswith("```")
+        lines.append(line if fenced else HEADING.sub("#" * levels + r"\1 ", line))
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.replace("|", "\\|").split())
+
+
+def axiom_table() -> str:
+    """One row per packaged axiom, then where each comes from."""
+    from mechir_axioms.specs.axiom import list_axioms
+
+    axioms = list_axioms()
+    rows = ["| axiom | expect | operation | what it says | how the pair is built |", "|---|---|---|---|---|"]
+    rows += [f"| `{a.name}` | `{a.expect}` | `{a.perturb.operation}` | {_cell(a.title)} | {_cell(a.description)} |"
+             for a in axioms]
+    sources = [f"- **{a.name}**: {_cell(a.citation)}" for a in axioms]
+    return "\n".join([*rows, "", "Sources:", "", *sources])
+
+
+def spec_reference() -> str:
+    """axioms/README.md with its field tables regenerated from the registries, under the page's own title."""
+    from mechir_axioms.specs.docs import README, render_readme
+
+    text = render_readme(README.read_text(encoding="utf-8"))
+    return _demote(text.split("\n", 1)[1].lstrip(), 1)  # without its "# Axiom specs" title
+
+
+def cli_reference() -> str:
+    """`--help` of every subcommand, as argparse prints it at 100 columns and without colour."""
+    import argparse
+
+    from mechir_axioms.cli import parser
+
+    main = parser()
+    (commands,) = [action for action in main._actions if isinstance(action, argparse._SubParsersAction)]
+    saved = {name: os.environ.get(name) for name in ("COLUMNS", "NO_COLOR")}
+    os.environ.update(COLUMNS="100", NO_COLOR="1")
+    try:
+        parts = [f"```text\n{main.format_help()}```"]
+        parts += [f"## `mechir-axioms {name}`\n\n```text\n{command.format_help()}```"
+                  for name, command in commands.choices.items()]
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return "\n\n".join(parts)
+
+
+def quick_start() -> str:
+    """The README's quick-start sections, verbatim; a renamed section fails the build rather than vanish."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sections = {}
+    for section in re.split(r"^(?=## )", readme, flags=re.MULTILINE)[1:]:
+        title, _, body = section.partition("\n")
+        sections[title[3:].strip()] = body
+    missing = [title for title in QUICK_START if title not in sections]
+    if missing:
+        raise KeyError(f"README.md has no section {', '.join(missing)}; update QUICK_START in {__file__}")
+    return "\n".join(f"### {title}\n{_demote(sections[title], 1)}" for title in QUICK_START)
+
+
+BLOCKS = {"axiom-table": axiom_table, "spec-reference": spec_reference, "cli": cli_reference,
+          "quick-start": quick_start}
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    def block(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in BLOCKS:
+            raise KeyError(f"{page.file.src_path}: unknown generated block {name!r}; known: {', '.join(BLOCKS)}")
+        return BLOCKS[name]()
+
+    return MARKER.sub(block, markdown)
