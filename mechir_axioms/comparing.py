@@ -14,7 +14,7 @@ from .analysis.stats import Z_95, wilson
 from .auditing.result import Audit, load_audit
 from .core.errors import SettingsError
 from .core.files import write_atomically
-from .report.comparison import render_comparison
+from .report.comparison import head_map_shape, render_comparison
 from .report.summary import comparison_summary
 
 
@@ -173,8 +173,8 @@ def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: 
     if drop > max_drop + 1e-12:
         comparison.failures.append(f"{name}: agreement dropped by {drop:.1%}, more than the allowed {max_drop:.1%}")
     if unmatched:
-        shape = lambda heads: f"{heads['layer'].max() + 1} x {heads['head'].max() + 1}"  # noqa: E731
-        comparison.notes.append(f"the head maps differ in shape ({shape(heads_old)} vs {shape(heads_new)} layers x heads): "
+        shapes = [" x ".join(map(str, head_map_shape(heads))) for heads in (heads_old, heads_new)]
+        comparison.notes.append(f"the head maps differ in shape ({shapes[0]} vs {shapes[1]} layers x heads): "
                                 "agreement is compared, heads are not matched or correlated")
         return comparison
     if len(shared) != len(heads_old):

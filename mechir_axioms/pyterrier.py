@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .core.errors import DataError, SettingsError
 from .models.rankers import Ranker
@@ -21,8 +20,6 @@ from .models.rankers import Ranker
 INSTALL = "pip install 'mechir-axioms[pyterrier]'"
 REQUIRED = ("qid", "query", "docno", "text")
 """The columns a frame needs for re-ranking (PyTerrier's result frame, with the documents' text)."""
-CHUNK_BATCHES = 8
-"""With verbose=True, the progress bar advances every this many batches of the ranker."""
 
 try:
     import pyterrier as pt
@@ -72,20 +69,8 @@ class RankerTransformer(_Transformer):
         return [*(column for column in input_columns if column not in ("score", "rank")), "score", "rank"]
 
     def _scores(self, queries: list[str], texts: list[str]) -> torch.Tensor:
-        """ranker.score over all pairs; with verbose, in chunks of whole batches, in the order ranker.score batches
-        them (shortest first), so that every batch and so every score is the same as in one call."""
-        size = self.batch_size or self.ranker.batch_size
-        if not self.verbose:
-            return self.ranker.score(queries, texts, batch_size=size)
-        order = sorted(range(len(queries)), key=lambda i: len(queries[i]) + len(texts[i]))
-        scores = torch.empty(len(queries))
-        step = size * CHUNK_BATCHES
-        with tqdm(total=len(order), desc=repr(self), unit="pair") as bar:
-            for start in range(0, len(order), step):
-                chunk = order[start : start + step]
-                scores[chunk] = self.ranker.score([queries[i] for i in chunk], [texts[i] for i in chunk], batch_size=size)
-                bar.update(len(chunk))
-        return scores
+        """ranker.score over all pairs, with its progress bar when verbose."""
+        return self.ranker.score(queries, texts, batch_size=self.batch_size, progress=self.verbose)
 
 
 def check_columns(columns: Sequence[str]) -> None:

@@ -67,9 +67,9 @@ def test_scores_equal_ranker_score_and_ranks_are_per_query(ranked, candidates, d
 
 
 def test_verbose_scores_the_same_batches(minilm, candidates, ranked, one_torch_thread):
-    """A progress bar scores in chunks of whole batches, in ranker.score's order: the same scores, bit for bit;
-    an existing first-stage score and rank are replaced."""
-    first = candidates.iloc[:40].assign(score=1.0, rank=0)  # two chunks of eight batches of four
+    """With a progress bar (ranker.score's own) the scores are the same, bit for bit; an existing first-stage score
+    and rank are replaced."""
+    first = candidates.iloc[:40].assign(score=1.0, rank=0)  # ten batches of four
     again = RankerTransformer(minilm, batch_size=4, verbose=True)(first)
     assert list(again.columns) == list(ranked.columns)
     assert torch.equal(torch.tensor(again["score"].to_numpy(), dtype=torch.float32),

@@ -46,7 +46,7 @@ class Comparison(Protocol):
     def table(self) -> str: ...
 
 
-def _shape(heads: pd.DataFrame) -> tuple[int, int] | None:
+def head_map_shape(heads: pd.DataFrame) -> tuple[int, int] | None:
     """The layer x head shape of one axiom's heads frame (None when its heads were not patched)."""
     return (int(heads["layer"].max()) + 1, int(heads["head"].max()) + 1) if len(heads) else None
 
@@ -85,7 +85,7 @@ def _heads_of(audit: Audit, axiom: str) -> pd.DataFrame:
 def _maps(axiom: str, old: Audit, new: Audit, scale: float, difference_scale: float) -> dict[str, Any]:
     """One axiom's head maps: old and new on one colour scale, and their difference when the shapes match."""
     heads_old, heads_new = _heads_of(old, axiom), _heads_of(new, axiom)
-    shape_old, shape_new = _shape(heads_old), _shape(heads_new)
+    shape_old, shape_new = head_map_shape(heads_old), head_map_shape(heads_new)
     maps = [{"label": label, "shape": shape, "grid": _heads_grid(heads, scale) if shape else None}
             for label, heads, shape in (("old", heads_old, shape_old), ("new", heads_new, shape_new))]
     difference, reason = None, ""
@@ -107,7 +107,7 @@ def _difference_scale(axioms: Sequence[str], old: Audit, new: Audit) -> float:
     changes = []
     for name in axioms:
         heads_old, heads_new = _heads_of(old, name), _heads_of(new, name)
-        if _shape(heads_old) is not None and _shape(heads_old) == _shape(heads_new):
+        if head_map_shape(heads_old) is not None and head_map_shape(heads_old) == head_map_shape(heads_new):
             changes.append(difference_frame(heads_old, heads_new)["effect"].to_numpy(dtype=float))
     return _scale(np.concatenate(changes)) if changes else 1.0
 

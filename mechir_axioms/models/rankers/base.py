@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from ...core.errors import SettingsError
@@ -246,19 +247,22 @@ class Ranker(ABC):
             del tokens[key]
         return tokens
 
-    def score(self, queries: Sequence[str], documents: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
-        """Score query-document pairs, batched by similar length with padding to each batch's longest input."""
+    def score(self, queries: Sequence[str], documents: Sequence[str], batch_size: int | None = None,
+              progress: bool = False) -> torch.Tensor:
+        """Score query-document pairs, batched by similar length with padding to each batch's longest input;
+        `progress` shows a bar counting pairs."""
         check_pairs(queries, documents)
         size = batch_size or self.batch_size
         order = sorted(range(len(queries)), key=lambda i: len(queries[i]) + len(documents[i]))
         scores = torch.empty(len(queries))
         truncated = 0
-        with torch.inference_mode():
+        with torch.inference_mode(), tqdm(total=len(order), desc=self.name, unit="pair", disable=not progress) as bar:
             for start in range(0, len(order), size):
                 chunk = order[start : start + size]
                 inputs = self.tokenize([queries[i] for i in chunk], [documents[i] for i in chunk])
                 truncated += inputs.truncated
                 scores[chunk] = self.forward(inputs).float().cpu()
+                bar.update(len(chunk))
         self._warn_truncated(truncated, len(queries))
         return scores
 
