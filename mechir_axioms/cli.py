@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .auditing.settings import Settings, flag_name, parse_names, setting_fields
-from .core.defaults import DEFAULT_AXIOMS, DEVICES, DTYPES, EXECUTORS, SAMPLE_NAME, VERDICTS
+from .core.defaults import DEFAULT_AXIOMS, DEVICES, DTYPES, EXECUTORS, INTERVENTION_OPS, SAMPLE_NAME, VERDICTS
 from .core.errors import MechirError, SettingsError
 
 
@@ -77,6 +78,10 @@ def _audit(args: argparse.Namespace) -> int:
             below = "below" if facts["bound_below_threshold"] else "NOT below"
             print(f"{'':<10} heads verified exactly: {', '.join(facts['verified']) or 'none'}; missed-flag bound "
                   f"{facts['missed_flag_bound']:.3f}, {below} the threshold {result.manifest['settings']['threshold']}")
+        if "paths" in targets:
+            edges = result.flagged(row.axiom, frame="paths")
+            print(f"{'':<10} paths flagged ({result.manifest['axioms'][row.axiom]['paths']['edges']} measured): "
+                  f"{', '.join(f'{edge.sender}>{edge.receiver}' for edge in edges.itertuples()) or 'none'}")
     print(f"report: {result.report_path}")
     failing = [f"{row.axiom} ({row.verdict})" for row in result.axioms.itertuples() if row.verdict in args.fail_on]
     if failing:
@@ -153,6 +158,64 @@ def _compare(args: argparse.Namespace) -> int:
     if args.html:
         print(f"html: {comparison.to_html(args.html)}")
     return 0 if comparison.ok else 1
+
+
+def _head_list(text: str) -> tuple[tuple[int, int], ...]:
+    """--heads 3.2,3.7 as (layer, head) pairs; a malformed head is argparse's error naming the flag."""
+    from .models.interventions import parse_heads
+
+    try:
+        heads = parse_heads(text)
+    except SettingsError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    if not heads:
+        raise argparse.ArgumentTypeError(f"{text!r} names no head; write LAYER.HEAD[,LAYER.HEAD...] (e.g. 3.2,3.7)")
+    return heads
+
+
+def _check_intervention_flags(args: argparse.Namespace) -> None:
+    """--factor goes with --op scale only, which needs it; --reference is a positive count."""
+    if args.op == "scale" and args.factor is None:
+        raise SettingsError("--op scale needs --factor (e.g. --factor 2)")
+    if args.op != "scale" and args.factor is not None:
+        raise SettingsError(f"--factor applies to --op scale only; leave it out for --op {args.op}")
+    if args.reference < 1:
+        raise SettingsError(f"--reference {args.reference} is not valid; use a number of reference pairs of at least 1")
+
+
+def _intervene(args: argparse.Namespace) -> int:
+    from .intervening import assess_intervention
+    from .models.interventions import check_heads
+    from .models.loading import load_ranker
+    from .specs.axiom import load_axiom
+
+    _check_intervention_flags(args)
+    settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
+    axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
+    with _warnings_printed():
+        ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
+        try:
+            check_heads(ranker, args.heads)
+        except SettingsError as error:
+            raise SettingsError(f"--heads {','.join(f'{l}.{h}' for l, h in args.heads)}: {error}") from error
+        options = {key: value for key, value in settings.describe().items()
+                   if key not in ("axioms", "model", "data", "n", "seed")}
+        result = assess_intervention(ranker, args.heads, args.op, args.factor, axioms, settings.data, settings.n,
+                                     settings.seed, judged=args.judged, run=args.ranking, reference=args.reference,
+                                     folder=args.out, **{**options, "targets": settings.targets})
+    print(result.table())
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def _with_defaults(command: argparse.ArgumentParser, **defaults: object) -> None:
+    """Change some flags' defaults, and the "(default: ...)" their help shows, after _settings_flags added them."""
+    for action in command._actions:
+        if action.dest in defaults:
+            value = defaults[action.dest]
+            shown = ",".join(value) if isinstance(value, tuple) else value
+            action.default = value
+            action.help = re.sub(r"\(default: [^)]*\)$", f"(default: {shown})", action.help or "")
 
 
 def _figure(args: argparse.Namespace) -> int:
@@ -282,6 +345,27 @@ def parser() -> argparse.ArgumentParser:
     comparing.add_argument("--html", default=None, metavar="PATH",
                            help="also write the comparison as a self-contained HTML report here")
     comparing.set_defaults(run=_compare)
+    intervening = commands.add_parser(
+        "intervene", help="re-audit axioms and rank the judged data with and without an intervention on heads")
+    intervening.add_argument("--heads", type=_head_list, required=True, metavar="L.H[,L.H]",
+                             help="the heads to change, as layer.head (e.g. 3.2,3.7)")
+    intervening.add_argument("--op", default="ablate", choices=INTERVENTION_OPS,
+                             help="ablate: zero the heads' outputs; mean: set them to their mean over --reference judged "
+                             "pairs; scale: multiply them by --factor (default: ablate)")
+    intervening.add_argument("--factor", type=float, default=None, help="--op scale: the factor (e.g. 2, or 0.5)")
+    intervening.add_argument("--reference", type=int, default=64,
+                             help="--op mean: seeded judged pairs over which each head's mean output is taken (default: 64)")
+    _settings_flags(intervening)
+    _with_defaults(intervening, method="attribution", targets=("heads",), stability=0)
+    _model_placement(intervening)
+    intervening.add_argument("--judged", default=None, metavar="PATH",
+                             help="judged data to rank per query before and after (default: --data)")
+    intervening.add_argument("--run", dest="ranking", default=None, metavar="PATH",
+                             help="a run (qid, query, docno, text) to re-rank instead of each query's judged passages")
+    intervening.add_argument("--out", default="reports/intervene",
+                             help="folder for before/, after/, intervention.json, effectiveness.parquet and report.html")
+    intervening.add_argument("--axiom-folder", action="append", default=[], help="an extra folder of axiom specs")
+    intervening.set_defaults(run=_intervene)
     figure = commands.add_parser("figure", help="draw saved audits as one figure: models x axioms, layer x head maps")
     figure.add_argument("folders", nargs="+", metavar="DIR", help="saved audits' folders, one row each")
     figure.add_argument("--axioms", type=parse_names, default=None, help="comma-separated axioms, one column each "
@@ -290,7 +374,7 @@ def parser() -> argparse.ArgumentParser:
                         "format (repeat --out for several)")
     figure.add_argument("--frame", default="heads",
                         help="what each panel maps: heads (layer x head) or cells (layer x block component x token "
-                        "region) (default: heads)")
+                        "region); or circuit: one audit's flagged heads and paths for one axiom, as SVG (default: heads)")
     figure.set_defaults(run=_figure)
     return main
 

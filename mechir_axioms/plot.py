@@ -331,9 +331,36 @@ def save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
+def write_circuit(folder: str | Path, axiom: str, outputs: Sequence[str | Path]) -> list[Path]:
+    """One saved audit's circuit for `axiom` (flagged heads and paths) as standalone SVG files."""
+    from .core.files import write_atomically
+    from .report.circuit import circuit_svg
+
+    for path in outputs:
+        if figure_format(path) != "svg":
+            raise SettingsError(f"{path}: a circuit is drawn as SVG only; end the name in .svg")
+    audit = load_audit(folder)
+    if audit.paths.empty:
+        raise SettingsError(f"{folder}: this audit measured no paths; audit with --targets heads,paths")
+    if axiom not in set(audit.paths["axiom"]):
+        raise SettingsError(f"{folder}: no paths for axiom {axiom!r}; it has {', '.join(dict.fromkeys(audit.paths['axiom']))}")
+    heads, paths = audit.heads[audit.heads["axiom"] == axiom], audit.paths[audit.paths["axiom"] == axiom]
+    text = circuit_svg(heads, paths, int(audit.manifest["model"]["layers"]), f"{axiom} circuit")
+    written = []
+    for path in outputs:
+        write_atomically(Path(path), lambda temporary: temporary.write_text(text, encoding="utf-8"))
+        written.append(Path(path))
+    return written
+
+
 def write_grid(folders: Sequence[str | Path], outputs: Sequence[str | Path], axioms: Sequence[str] | None = None,
                frame: str = "heads") -> list[Path]:
-    """The grid of saved audits written to each of `outputs` (their extensions checked before any work)."""
+    """The grid of saved audits written to each of `outputs` (their extensions checked before any work);
+    frame="circuit" writes one audit's circuit of one axiom as SVG instead."""
+    if frame == "circuit":
+        if len(folders) != 1 or not axioms or len(axioms) != 1:
+            raise SettingsError("a circuit figure takes one audit folder and one axiom (--axioms TFC1)")
+        return write_circuit(folders[0], axioms[0], outputs)
     for path in outputs:
         figure_format(path)
     figure = grid(folders, axioms, frame=frame, shown=False)

@@ -93,6 +93,24 @@ def test_experiment_ndcg_matches_ir_measures(minilm, candidates, qrels, direct, 
     assert 0 < result.set_index("name").loc["minilm", "ndcg_cut_10"] < 1
 
 
+def test_experiment_inside_intervene_evaluates_the_intervened_ranker(minilm, candidates, qrels, direct, one_torch_thread):
+    """`with intervene(...)` around pt.Experiment: the transformer scores with the heads ablated, and after it the
+    ranker scores as before."""
+    from mechir_axioms import intervene
+
+    topics = candidates.drop_duplicates("qid")[["qid", "query"]]
+    system = pt.Transformer.from_df(candidates[["qid", "docno", "text"]]) >> RankerTransformer(minilm)
+    judged = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
+    with intervene(minilm, "0.0,1.3,2.5", "ablate"):
+        result = pt.Experiment([system], topics, qrels, eval_metrics=[nDCG @ 10], names=["ablated"])
+        ablated = minilm.score(list(candidates["query"]), list(candidates["text"]))
+    assert not torch.equal(ablated, direct)
+    run = pd.DataFrame({"query_id": candidates["qid"], "doc_id": candidates["docno"], "score": ablated.double().numpy()})
+    expected = ir_measures.calc_aggregate([nDCG @ 10], judged, run)[nDCG @ 10]
+    assert float(result.loc[0, "nDCG@10"]) == pytest.approx(expected, abs=1e-12)
+    assert torch.equal(minilm.score(list(candidates["query"]), list(candidates["text"])), direct)
+
+
 def test_missing_columns_are_named(minilm, candidates):
     transformer = RankerTransformer(minilm)
     with pytest.raises(DataError, match=r"RankerTransformer: the input frame lacks column\(s\) docno, text; "):

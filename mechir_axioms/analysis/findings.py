@@ -124,29 +124,35 @@ def _flags(q_values: np.ndarray, sides: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(significant & (sides > 0), "encodes", np.where(significant & (sides < 0), "violates", ""))
 
 
-def effects_frame(changes: Changes, labels: Sequence[dict[str, Any]], threshold: float, alpha: float,
-                  seed: int) -> pd.DataFrame:
-    """One row per (axiom, component), components described by `labels` in the order of the flattened dims.
+def effects_frame(changes: Changes, labels: Sequence[dict[str, Any]] | Mapping[str, Sequence[dict[str, Any]]],
+                  threshold: float, alpha: float, seed: int) -> pd.DataFrame:
+    """One row per (axiom, component), components described by `labels` in the order of the flattened dims
+    (or by `labels[axiom]` when each axiom has its own components, as paths into its own flagged heads).
 
     effect: the share of the score change the component carries (sum over pairs of its change / sum of
     |delta|), with a pair-bootstrap CI; p_value: the threshold test; q_value: BH across every row of the
     frame; flag: `encodes` (q <= alpha, effect above threshold) or `violates` (below -threshold).
     """
     rows, p_values, sides = [], [], []
+    columns = {}
     for axiom, (change, size) in changes.items():
+        of_axiom = labels[axiom] if isinstance(labels, Mapping) else labels
+        columns = columns or (of_axiom[0] if of_axiom else {})
         kept = ~np.isnan(size)
-        flat = change[kept].reshape(int(kept.sum()), len(labels))
-        effect = flat.sum(axis=0) / size[kept].sum() if kept.any() else np.full(len(labels), np.nan)
+        flat = change[kept].reshape(int(kept.sum()), len(of_axiom))
+        effect = flat.sum(axis=0) / size[kept].sum() if kept.any() else np.full(len(of_axiom), np.nan)
         low, high = bootstrap_ratio_ci(flat, size[kept], seed=seed)
         p, side = _tests(change, size, threshold, SIGN_FLIPS, seed)
         rows += [
             {"axiom": axiom, **label, "effect": float(effect[i]), "ci_low": float(low[i]), "ci_high": float(high[i]),
              "p_value": float(p[i]), "n": int(kept.sum())}
-            for i, label in enumerate(labels)
+            for i, label in enumerate(of_axiom)
         ]
         sides.append(side)
         p_values.append(p)
-    frame = pd.DataFrame(rows, columns=["axiom", *(labels[0] if labels else {}), "effect", "ci_low", "ci_high", "p_value", "n"])
+    if not columns and not isinstance(labels, Mapping) and labels:
+        columns = labels[0]
+    frame = pd.DataFrame(rows, columns=["axiom", *columns, "effect", "ci_low", "ci_high", "p_value", "n"])
     frame["q_value"] = benjamini_hochberg(frame["p_value"].to_numpy(dtype=float))
     frame["flag"] = _flags(frame["q_value"].to_numpy(), np.concatenate(sides) if sides else np.array([]), alpha)
     frame["replication"] = np.nan

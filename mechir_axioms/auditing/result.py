@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,11 @@ from ..core.files import write_atomically, write_json
 from ..report.render import render
 from ..report.summary import audit_summary
 
-FRAMES = ("axioms", "heads", "cells", "blocks", "pairs")
-RESULT_FILES = (*(f"{name}.parquet" for name in FRAMES), "attention.json", "manifest.json")
+FRAMES = ("axioms", "heads", "cells", "blocks", "pairs", "paths")
+OPTIONAL_FRAMES = ("paths",)
+"""Frames an audit saved before they existed lacks; they load as empty frames."""
+RESULT_FILES = (*(f"{name}.parquet" for name in FRAMES if name not in OPTIONAL_FRAMES), "attention.json",
+                "manifest.json")
 
 
 @dataclass
@@ -25,7 +28,8 @@ class Audit:
 
     axioms: one row per axiom (behaviour, verdict, flag counts); heads: one row per (axiom, layer, head);
     cells: one row per (axiom, component, layer, token region); blocks: per-position effects on the example
-    pairs; pairs: every pair with its scores.
+    pairs; pairs: every pair with its scores; paths: one row per (axiom, sender head, receiver) edge when the
+    audit targeted paths (the receiver is a flagged head, or "score": the final residual stream).
     """
 
     axioms: pd.DataFrame
@@ -36,6 +40,7 @@ class Audit:
     attention: dict[str, Any]
     manifest: dict[str, Any]
     folder: Path | None = None
+    paths: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def save(self, folder: str | Path) -> Path:
         """Write the frames (Parquet), attention.json, report.html and, last, manifest.json into `folder`."""
@@ -66,6 +71,13 @@ class Audit:
             rows = rows[rows["axiom"] == axiom]
         return strongest_first(rows)
 
+    def suggest_interventions(self, **options: Any) -> list[Any]:
+        """Interventions the flags suggest, as `Suggestion`s (ablate violating heads, scale up encoding ones), each
+        with the `mechir-axioms intervene` command that tests it; options: see auditing.suggestions."""
+        from .suggestions import suggest_interventions
+
+        return suggest_interventions(self, **options)
+
 
 def load_audit(folder: str | Path) -> Audit:
     """Read a saved audit back from its folder."""
@@ -74,7 +86,8 @@ def load_audit(folder: str | Path) -> Audit:
     if missing:
         raise SettingsError(f"{folder} is not a finished audit: missing {', '.join(missing)}")
     return Audit(
-        **{name: pd.read_parquet(folder / f"{name}.parquet") for name in FRAMES},
+        **{name: pd.read_parquet(folder / f"{name}.parquet") if (folder / f"{name}.parquet").is_file()
+           else pd.DataFrame() for name in FRAMES},
         attention=json.loads((folder / "attention.json").read_text()),
         manifest=json.loads((folder / "manifest.json").read_text()),
         folder=folder,

@@ -32,6 +32,7 @@ from ..patching.plan import BLOCK_COMPONENTS, plan
 from ..specs.axiom import Axiom, load_axiom
 from .checkpoints import Checkpoints
 from .chunks import both_directions
+from .circuits import path_changes
 from .examples import attention_patterns, blocks_frame, example_rows, pair_tokens, top_heads
 from .result import Audit
 from .settings import Settings
@@ -41,7 +42,8 @@ DEFAULTS = Settings()
 
 
 def _cell_rows(count: int, cell_pairs: int, seed: int) -> list[int]:
-    """A seeded random subset of the pairs (in their order) for block cells; all of them if there are fewer."""
+    """A seeded random subset of the pairs (in their order) for block cells or paths; all of them if there are
+    fewer."""
     if count <= cell_pairs:
         return list(range(count))
     return sorted(np.random.default_rng(seed).permutation(count)[:cell_pairs].tolist())
@@ -77,6 +79,7 @@ def audit(
     tolerance: float = DEFAULTS.tolerance,
     equivalence: float = DEFAULTS.equivalence,
     cell_pairs: int = DEFAULTS.cell_pairs,
+    path_pairs: int = DEFAULTS.path_pairs,
     examples: int = DEFAULTS.examples,
     stability: int = DEFAULTS.stability,
     batch_size: int = DEFAULTS.batch_size,
@@ -94,8 +97,10 @@ def audit(
     and token region (the changed span, the rest of the changed text, the other text of a joint input,
     special tokens) on `cell_pairs` seeded random pairs per axiom, in both directions, always exactly
     (attribution misjudges the residual stream at the changed span); and per layer and position on the
-    `examples` shortest strongly changed pairs, for the report's plot. A head or cell is flagged `encodes`
-    (`violates`) when the share of the score change it carries is above `threshold` (below -threshold) at
+    `examples` shortest strongly changed pairs, for the report's plot. "paths" (with heads) path-patches every
+    head into each head flagged for the axiom and into the final residual stream (the score), on `path_pairs`
+    seeded random pairs, in both directions; each edge gets the statistics and flag of a head. A head, cell or
+    edge is flagged `encodes` (`violates`) when the share of the score change it carries is above `threshold` (below -threshold) at
     Benjamini-Hochberg FDR `alpha` across all heads (cells) of the audit. `tolerance` is the score change
     below which a pair counts as unchanged; such pairs are left out of patching; `equivalence` sets the TOST
     margin of no_change axioms (a fraction of the scores' standard deviation). `stability=R` adds each
@@ -106,7 +111,7 @@ def audit(
     """
     names = tuple(axiom.name if isinstance(axiom, Axiom) else str(axiom) for axiom in axioms)
     settings = Settings(names, None, None, n, seed, tuple(targets), method, verify, margin, threshold, alpha,
-                        tolerance, equivalence, cell_pairs, examples, stability, batch_size)  # fails before any work
+                        tolerance, equivalence, cell_pairs, path_pairs, examples, stability, batch_size)  # fails first
     specs = [axiom if isinstance(axiom, Axiom) else load_axiom(axiom) for axiom in axioms]
     frame, source = load_data(data)  # bad data fails here, before the model loads
     for spec in specs:
@@ -137,6 +142,7 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
     cell_changes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     head_qids: dict[str, np.ndarray] = {}
     cell_qids: dict[str, np.ndarray] = {}
+    path_rows: dict[str, list[int]] = {}
     blocks = []
     for spec in tqdm(specs, desc="audit", unit="axiom", disable=not progress):
         pairs = work.pairs(spec.name, lambda spec=spec: make_pairs(spec, data, ranker, n=n, seed=seed))
@@ -160,6 +166,7 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
             head_qids[spec.name] = qids
             provenance[spec.name]["excluded"] = {"patching": run.excluded, "delta": tolerance}
         examples_of[spec.name] = example_rows(scored, pairs.tensors["length"], spec, examples, tolerance)
+        path_rows[spec.name] = _cell_rows(len(pairs), settings.path_pairs, seed)
         if "blocks" in targets:
             rows = _cell_rows(len(pairs), cell_pairs, seed)
             cell_changes[spec.name], run, _ = both_directions(
@@ -175,6 +182,13 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
     heads = _findings(head_changes, _labels_of_heads(ranker), head_qids, settings)
     _mark_measured(heads, provenance, method)
     cells = _findings(cell_changes, _labels_of_cells(ranker), cell_qids, settings)
+    paths = pd.DataFrame()
+    if "paths" in targets:
+        changes, labels, facts = path_changes(pair_sets, specs, heads, path_rows, ranker.n_layers, ranker.n_heads,
+                                              settings, work, executor, progress)
+        paths = _findings(changes, labels, {name: head_qids[name][path_rows[name]] for name in changes}, settings)
+        for name, fact in facts.items():
+            provenance[name]["paths"] = fact
     axioms_frame = pd.DataFrame(rows_of_behaviour)
     for frame, prefix in ((heads, ""), (cells, "cells_")):
         counts = frame.groupby(["axiom", "flag"]).size() if len(frame) else pd.Series(dtype=int)
@@ -208,7 +222,7 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()},
     }
     return Audit(axioms_frame, heads, cells, pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(),
-                 pd.concat(pair_frames, ignore_index=True), attention, manifest)
+                 pd.concat(pair_frames, ignore_index=True), attention, manifest, paths=paths)
 
 
 def _mark_measured(heads: pd.DataFrame, provenance: dict[str, Any], method: str) -> None:
@@ -226,7 +240,8 @@ def _mark_measured(heads: pd.DataFrame, provenance: dict[str, Any], method: str)
     heads.loc[heads["measured"] == "screened", "flag"] = ""
 
 
-def _findings(changes: Changes, labels: list[dict[str, Any]], qids: dict[str, np.ndarray], settings: Settings) -> pd.DataFrame:
+def _findings(changes: Changes, labels: list[dict[str, Any]] | dict[str, list[dict[str, Any]]], qids: dict[str, np.ndarray],
+              settings: Settings) -> pd.DataFrame:
     """The statistics frame of one kind of component, with replication rates when asked for."""
     frame = effects_frame(changes, labels, settings.threshold, settings.alpha, settings.seed)
     replication(frame, changes, qids, settings.stability, settings.alpha, settings.threshold, settings.seed)

@@ -13,7 +13,9 @@ from typing import Any
 from ..core.defaults import AUDIT_METHODS, DEFAULT_AXIOMS, DEFAULT_MODEL, SAMPLE_NAME
 from ..core.errors import SettingsError
 
-TARGETS = ("heads", "blocks")
+TARGETS = ("heads", "blocks", "paths")
+"""What an audit can measure: every head, block cells, and paths from every head into the flagged heads and the score."""
+DEFAULT_TARGETS = ("heads", "blocks")
 
 
 def _setting(default: Any, help: str, *, kind: type = str, choices: tuple[str, ...] | None = None,
@@ -33,10 +35,11 @@ class Settings:
     data: str | None = _setting(None, f"JSONL/TSV/CSV/Parquet path or irds:ID (default: {SAMPLE_NAME})")
     n: int = _setting(200, "pairs per axiom", kind=int, low=1)
     seed: int = _setting(0, "seed for pair selection, cell pairs and resampling", kind=int, low=0)
-    targets: tuple[str, ...] = _setting(TARGETS, "heads, blocks or both (comma-separated)", kind=tuple, choices=TARGETS)
+    targets: tuple[str, ...] = _setting(
+        DEFAULT_TARGETS, "heads, blocks and/or paths (comma-separated); paths need heads", kind=tuple, choices=TARGETS)
     method: str = _setting(
         "exact", "how heads are measured: exact on every head, attribution (AtP) or atp* estimates, or verified "
-        "(the CLI and plugin default: AtP* screens every head and each head that could reach a flag is patched "
+        "(AtP* screens every head and each head that could reach a flag is patched "
         "exactly, so every flag rests on exact effects); blocks are always exact", choices=AUDIT_METHODS,
         cli_default="verified")
     verify: int = _setting(16, "method verified: at most this many heads per axiom are patched exactly", kind=int, low=0)
@@ -51,6 +54,9 @@ class Settings:
         "deviation of the audited pairs' scores", kind=float, low=0.0)
     cell_pairs: int = _setting(
         48, "random pairs per axiom on which block cells (component x layer x token region) are patched", kind=int, low=2)
+    path_pairs: int = _setting(
+        200, "targets paths: random pairs per axiom on which every head is path-patched into the flagged heads and the "
+        "score (all of them when fewer)", kind=int, low=2)
     examples: int = _setting(2, "example pairs per axiom for per-position blocks and attention", kind=int, low=0)
     stability: int = _setting(
         10, "random query-disjoint half splits over which each flag's replication rate is measured (0: none)", kind=int,
@@ -81,6 +87,9 @@ class Settings:
                     raise SettingsError(f"{spec.name}={list(value)!r} is not valid; choose from {', '.join(meta['choices'])}")
         if not 0 < self.alpha < 1:
             raise SettingsError(f"alpha={self.alpha!r} is not valid; use a number between 0 and 1")
+        if "paths" in self.targets and "heads" not in self.targets:
+            raise SettingsError(f"targets={list(self.targets)!r} is not valid: paths run into the flagged heads, so "
+                                "they need heads too (use heads,paths)")
         if not self.axioms:
             raise SettingsError("axioms is empty; name at least one axiom (see `mechir-axioms list`)")
 

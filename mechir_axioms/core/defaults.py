@@ -24,4 +24,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 EXECUTORS = ("local", "ray")
 """Where an audit's patching chunks run (executing.registry.EXECUTORS implements each; the CLI offers these)."""
+INTERVENTION_OPS = ("ablate", "mean", "scale")
+"""What an intervention does to the named heads' outputs (models.interventions implements each)."""
 VERDICTS = ("satisfied", "violated", "inconclusive")  # what an axiom's behaviour can be judged

@@ -18,7 +18,7 @@ from .attribution import attribution_batch, graddrop_batch
 from .exact import exact_batch
 from .plan import DEFAULT_DELTA, DIRECTIONS, METHODS, Plan, Variant, plan, variants_plan
 from .result import PatchResult, included
-from .runs import clean_runs
+from .runs import batches_of_runs
 
 
 def patch(
@@ -99,14 +99,9 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
     dropped = np.full((len(pairs), ranker.n_layers, *the_plan.shape), np.nan) if method == "atp*" else None
     bar = tqdm(total=_count_runs(the_plan, lengths) if exact else len(pairs), desc=f"patching {target} ({method})",
                unit="run" if exact else "pair", disable=not progress, leave=False)
-    order = torch.argsort(lengths, stable=True).tolist()  # batches of similar length waste little padding
     with torch.no_grad():
-        for start in range(0, len(pairs), batch_size):
-            rows = order[start : start + batch_size]
-            runs = clean_runs(ranker, pairs, rows, names, direction)
-            receiver_score[rows] = runs.receiver_score.double().cpu().numpy()
-            donor_score[rows] = runs.donor_score.double().cpu().numpy()
-            keep = included(donor_score[rows], receiver_score[rows], delta)
+        for rows, runs, keep in batches_of_runs(ranker, pairs, batch_size, names, direction, receiver_score,
+                                                donor_score, delta):
             if not exact:
                 if dropped is None:
                     attribution_batch(ranker, runs, names, the_plan, effects, rows, lengths[rows])

@@ -1,20 +1,35 @@
 """The naive patching reference: one full forward pass per pair and component, no reuse, no batching.
 
-It exists to check the fast paths in `exact.py` and `api.py`; it is slow on purpose and shares only the plan
-(which components a target has) and the metric with them.
+It exists to check the fast paths in `exact.py`, `api.py` and `paths.py`; it is slow on purpose and shares only
+the plan (which components a target has), the parsing of senders and receivers, and the metric with them.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..models.hooks import caching_hooks
+from ..models.names import act_name
 from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
+from .paths import kv_head, parse_receivers, parse_senders
 from .plan import DEFAULT_DELTA, Variant, plan, positions_of, receiver_is_baseline, variants_plan
 from .result import PatchResult, included
 from .runs import region_rows
+
+
+def _one_pair(ranker: Ranker, pairs: PairSet, row: int, names: list[str], direction: str) -> tuple[tuple, tuple]:
+    """The receiving and the donor run of one pair, each (input, score [1], cache of `names`), one forward each."""
+    runs = {}
+    for which in ("baseline", "perturbed"):
+        inputs = pairs.model_input(which, ranker, [row])
+        cache: dict[str, torch.Tensor] = {}
+        runs[which] = (inputs, ranker.forward(inputs, caching_hooks(names, cache))[:1], cache)
+    to_baseline = bool(receiver_is_baseline(direction, runs["baseline"][1], runs["perturbed"][1])[0])
+    return (runs["baseline"], runs["perturbed"]) if to_baseline else (runs["perturbed"], runs["baseline"])
 
 
 def _replace_one(donor: torch.Tensor, variant: Variant, regions: torch.Tensor):
@@ -45,13 +60,7 @@ def patch_naive(ranker: Ranker, pairs: PairSet, target: str = "heads", direction
     receiver_score, donor_score = np.zeros(len(pairs)), np.zeros(len(pairs))
     with torch.no_grad():
         for row in range(len(pairs)):
-            runs = {}
-            for which in ("baseline", "perturbed"):
-                inputs = pairs.model_input(which, ranker, [row])
-                cache: dict[str, torch.Tensor] = {}
-                runs[which] = (inputs, ranker.forward(inputs, caching_hooks(names, cache))[:1], cache)
-            to_baseline = bool(receiver_is_baseline(direction, runs["baseline"][1], runs["perturbed"][1])[0])
-            receiver, donor = (runs["baseline"], runs["perturbed"]) if to_baseline else (runs["perturbed"], runs["baseline"])
+            receiver, donor = _one_pair(ranker, pairs, row, names, direction)
             receiver_score[row], donor_score[row] = float(receiver[1][0]), float(donor[1][0])
             if not included(donor_score[row], receiver_score[row], delta):
                 continue
@@ -65,3 +74,64 @@ def patch_naive(ranker: Ranker, pairs: PairSet, target: str = "heads", direction
     kept = included(donor_score, receiver_score, delta)
     return PatchResult(target, "naive", effects, the_plan.dims, receiver_score, donor_score,
                        int((~kept).sum()), delta, the_plan.labels, {"model": ranker.name, "direction": direction})
+
+
+def path_patch_naive(ranker: Ranker, pairs: PairSet, senders: Any = "heads", receivers: Any = "final",
+                     direction: str = "to_low", delta: float = DEFAULT_DELTA) -> PatchResult:
+    """Same contract as `patching.paths.path_patch`, literally: per pair and sender, one full sender pass (every
+    non-receiver head held at the receiving run, the sender from the donor) recording every receiver's inputs
+    and the last layer's output, then one full receiver pass with exactly those inputs patched in."""
+    heads = parse_senders(ranker, senders)
+    receiving = parse_receivers(ranker, receivers)
+    z_names = [act_name("z", layer) for layer in range(ranker.n_layers)]
+    last = act_name("resid_post", ranker.n_layers - 1)
+    reads = [(act_name(which, r.layer), r.head, which) for r in receiving if not r.is_final for which in r.inputs]
+    live = {(r.layer, r.head) for r in receiving if not r.is_final}
+    final = any(r.is_final for r in receiving)
+    effects = np.full((len(pairs), len(heads)), np.nan)
+    receiver_score, donor_score = np.zeros(len(pairs)), np.zeros(len(pairs))
+    with torch.no_grad():
+        for row in range(len(pairs)):
+            receiver, donor = _one_pair(ranker, pairs, row, z_names, direction)
+            receiver_score[row], donor_score[row] = float(receiver[1][0]), float(donor[1][0])
+            if not included(donor_score[row], receiver_score[row], delta):
+                continue
+            for column, sender in enumerate(heads):
+                recorded: dict[str, torch.Tensor] = {}
+                hooks = [(name, _held(receiver[2][name], donor[2][name], layer, sender, live))
+                         for layer, name in enumerate(z_names)]
+                hooks += caching_hooks(sorted({name for name, _, _ in reads} | {last}), recorded)
+                ranker.forward(receiver[0], hooks)
+                patches = [(name, _one_head(recorded[name], kv_head(ranker, name, head))) for name, head, _ in reads]
+                if final:
+                    patches.append((last, lambda activation, name: recorded[last]))
+                score = float(ranker.forward(receiver[0], patches)[0])
+                effects[row, column] = (score - receiver_score[row]) / (donor_score[row] - receiver_score[row])
+    kept = included(donor_score, receiver_score, delta)
+    return PatchResult("paths", "naive", effects, ("pair", "sender"), receiver_score, donor_score, int((~kept).sum()),
+                       delta, {"sender": [f"{l}.{h}" for l, h in heads]}, {"model": ranker.name, "direction": direction})
+
+
+def _held(receiving: torch.Tensor, donor: torch.Tensor, layer: int, sender: tuple[int, int], live: set):
+    """A hook_z function for the sender pass: the sender from the donor, receiver heads live, every other head
+    at its receiving-run output."""
+    def hold(activation: torch.Tensor, name: str) -> torch.Tensor:
+        held = receiving.clone()
+        for head in range(held.shape[-2]):
+            if (layer, head) in live:
+                held[..., head, :] = activation[..., head, :]
+        if layer == sender[0]:
+            held[..., sender[1], :] = donor[..., sender[1], :]
+        return held
+
+    return hold
+
+
+def _one_head(recorded: torch.Tensor, head: int):
+    """A q/k/v hook that takes the recorded values of one head and leaves the others as they are."""
+    def replace(activation: torch.Tensor, name: str) -> torch.Tensor:
+        patched = activation.clone()
+        patched[..., head, :] = recorded[..., head, :]
+        return patched
+
+    return replace

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,6 +18,7 @@ from ..models.hooks import caching_hooks
 from ..models.rankers import ModelInput, Ranker
 from ..pairs.pairset import PairSet
 from .plan import receiver_is_baseline
+from .result import included
 
 
 @contextmanager
@@ -105,6 +107,19 @@ def clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str]
         context=context,
         regions=ranker.place_tensor(region_rows(pairs, rows)),
     )
+
+
+def batches_of_runs(ranker: Ranker, pairs: PairSet, batch_size: int, names: list[str], direction: str,
+                    receiver_score: np.ndarray, donor_score: np.ndarray, delta: float) -> Iterator[tuple[list[int], Runs, np.ndarray]]:
+    """The pairs in batches of similar length (little padding): each batch's rows, clean runs and which of its
+    pairs are patched at all; the receiver's and donor's scores are written into the two arrays on the way."""
+    order = torch.argsort(pairs.tensors["length"], stable=True).tolist()
+    for start in range(0, len(pairs), batch_size):
+        rows = order[start : start + batch_size]
+        runs = clean_runs(ranker, pairs, rows, names, direction)
+        receiver_score[rows] = runs.receiver_score.double().cpu().numpy()
+        donor_score[rows] = runs.donor_score.double().cpu().numpy()
+        yield rows, runs, included(donor_score[rows], receiver_score[rows], delta)
 
 
 def region_rows(pairs: PairSet, rows: list[int]) -> torch.Tensor:

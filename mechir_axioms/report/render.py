@@ -17,6 +17,7 @@ from ..analysis.findings import strongest_first
 from ..models.rankers import RANKER_KINDS
 from ..core.errors import SpecError
 from ..specs.axiom import Axiom, parse_axiom
+from .circuit import circuit
 
 
 class Audit(Protocol):
@@ -29,6 +30,7 @@ class Audit(Protocol):
     pairs: pd.DataFrame
     attention: dict[str, Any]
     manifest: dict[str, Any]
+    paths: pd.DataFrame
 
 CELL = 22
 FLAGGED_SHOWN = 12
@@ -225,6 +227,7 @@ def render(audit: Audit) -> str:
         cells = audit.cells[audit.cells["axiom"] == row.axiom]
         target = audit.manifest["axioms"][row.axiom].get("target", "document")
         flagged, flagged_cells = _flagged(heads), _flagged(cells)
+        paths = audit.paths[audit.paths["axiom"] == row.axiom] if len(audit.paths) else audit.paths
         sections.append({
             "axiom": row.axiom, "title": row.title, "description": description, "citation": citation, "masked": masked,
             "heads": _heads_grid(heads, scale) if len(heads) else None,
@@ -238,6 +241,7 @@ def render(audit: Audit) -> str:
             "blocks": _blocks(audit, row.axiom, plot_data),
             "attention": _attention(audit, row.axiom, plot_data),
             "verification": _verification(audit.manifest["axioms"][row.axiom].get("verification"), len(heads)),
+            "circuit": circuit(heads, paths, int(model["layers"])),
         })
     provenance = []
     for name, info in audit.manifest["axioms"].items():

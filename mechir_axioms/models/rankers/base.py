@@ -106,6 +106,8 @@ class Ranker(ABC):
         self.input_fields = model_input_fields(self.model)
         self.stack = self._stack()
         self.sites: dict[str, Site] = self._sites()
+        self.interventions: list[dict[str, Any]] = []
+        """The interventions active on the model (models.interventions.intervene), as the fingerprint names them."""
 
     # --- what each kind defines -------------------------------------------------------------
     @abstractmethod
@@ -208,7 +210,7 @@ class Ranker(ABC):
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the model being audited: kind, name, a hash of its config, and a digest of every
         parameter's name, shape, dtype and leading values (cheap even for large models; different weights
-        of the same architecture give a different digest)."""
+        of the same architecture give a different digest), and the active interventions, if any."""
         import hashlib
 
         config = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
@@ -216,8 +218,11 @@ class Ranker(ABC):
         for name, parameter in self.model.state_dict().items():
             digest.update(f"{name}:{tuple(parameter.shape)}:{parameter.dtype}".encode())
             digest.update(parameter.detach().flatten()[:4096].float().cpu().numpy().tobytes())
-        return {"name": self.name, "kind": self.kind, "config_hash": config, "weights_digest": digest.hexdigest()[:16],
-                "parameters": sum(p.numel() for p in self.model.parameters())}
+        facts = {"name": self.name, "kind": self.kind, "config_hash": config, "weights_digest": digest.hexdigest()[:16],
+                 "parameters": sum(p.numel() for p in self.model.parameters())}
+        if self.interventions:  # an intervened model is not the plain one (absent otherwise, so old checkpoints match)
+            facts["interventions"] = [dict(item) for item in self.interventions]
+        return facts
 
     @property
     def n_layers(self) -> int:

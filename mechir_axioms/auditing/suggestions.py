@@ -1,0 +1,97 @@
+"""Interventions an audit's flags suggest: ablate the heads that violate an axiom, scale up the heads that encode it.
+
+Each suggestion is one `mechir-axioms intervene` command that re-audits the axiom with and without the change on
+the audit's own data, pair count and seed, and measures the ranking effectiveness before and after.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ..core.defaults import DEFAULT_MODEL, SAMPLE_NAME
+from .settings import Settings, flag_name
+
+if TYPE_CHECKING:
+    from .result import Audit
+
+CARRIED = ("threshold", "alpha", "tolerance", "equivalence")
+"""Audit settings that decide agreement, verdicts and flags: a suggestion repeats those the audit changed."""
+MAX_HEADS = 4
+"""The strongest flagged heads of one kind a suggestion names."""
+SCALE_UP = 2.0
+"""The factor a suggestion scales encoding heads by."""
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One proposed intervention: what it changes, why, and the command that tests it."""
+
+    axiom: str
+    op: str
+    heads: tuple[str, ...]
+    reason: str
+    command: str
+    factor: float | None = None
+
+
+def intervene_command(heads: Sequence[str], op: str, axioms: Sequence[str], *, model: str | None = None,
+                      factor: float | None = None, data: str | None = None, n: int | None = None,
+                      seed: int | None = None, out: str | None = None, settings: Mapping[str, Any] | None = None) -> str:
+    """The `mechir-axioms intervene` command line (model and data only when not the defaults; `settings` as their
+    audit flags), shell-quoted."""
+    parts = ["mechir-axioms", "intervene"]
+    if model not in (None, DEFAULT_MODEL):
+        parts += ["--model", str(model)]
+    parts += ["--heads", ",".join(heads), "--op", op]
+    if factor is not None:
+        parts += ["--factor", f"{factor:g}"]
+    parts += ["--axioms", ",".join(axioms)]
+    if data not in (None, SAMPLE_NAME):
+        parts += ["--data", str(data)]
+    for name, value in (settings or {}).items():
+        parts += [f"--{flag_name(name)}", str(value)]
+    for flag, value in (("--n", n), ("--seed", seed), ("--out", out)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(part) for part in parts)
+
+
+def _changed(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The CARRIED settings whose value differs from the default."""
+    defaults = Settings()
+    return {name: settings[name] for name in CARRIED if name in settings and settings[name] != getattr(defaults, name)}
+
+
+def _listed(rows: pd.DataFrame) -> str:
+    """The flagged heads with their effects: "heads 3.2 (effect -0.081), 3.7 (-0.060)"."""
+    named = [f"{row.name} ({'effect ' if i == 0 else ''}{row.effect:+.3f})" for i, row in enumerate(rows.itertuples())]
+    return f"head{'s' if len(named) > 1 else ''} {', '.join(named)}"
+
+
+def suggest_interventions(audit: Audit, max_heads: int = MAX_HEADS, factor: float = SCALE_UP) -> list[Suggestion]:
+    """Per axiom of the audit: ablate its violating heads (the `max_heads` strongest), and scale its encoding heads
+    by `factor`; an axiom without flagged heads gets no suggestion."""
+    settings, suggestions = audit.manifest["settings"], []
+    for axiom in audit.axioms["axiom"]:
+        flagged = audit.flagged(axiom)
+        for flag, op, scale in (("violates", "ablate", None), ("encodes", "scale", factor)):
+            rows = flagged[flagged["flag"] == flag]
+            if rows.empty:
+                continue
+            shown = rows.head(max_heads)
+            among = f" (the {len(shown)} strongest of {len(rows)})" if len(rows) > len(shown) else ""
+            effect = "against it" if flag == "violates" else "the way it expects"
+            hope = "ablating them should raise" if op == "ablate" else f"scaling them by {factor:g} should raise"
+            reason = (f"{_listed(shown)}{among} {flag.removesuffix('s')} {axiom}: they move the score "
+                      f"{effect}; {hope} its agreement")
+            heads = tuple(str(name) for name in shown["name"])
+            command = intervene_command(heads, op, [axiom], model=settings.get("model"), factor=scale,
+                                        data=settings.get("data"), n=settings.get("n"), seed=settings.get("seed"),
+                                        out=f"reports/intervene-{axiom}-{op}", settings=_changed(settings))
+            suggestions.append(Suggestion(axiom, op, heads, reason, command, scale))
+    return suggestions
