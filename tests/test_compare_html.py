@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -19,11 +18,8 @@ from mechir_axioms.core.errors import SettingsError
 from mechir_axioms.patching.result import PatchResult
 from mechir_axioms.report.render import percent
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
+from browser import chromium, open_page
+
 OPTIONS = dict(n=12, seed=1, targets=("heads",), method="attribution", examples=0, tolerance=1e-7, progress=False)
 HOSTILE = '<script>alert("x")</script>'
 
@@ -55,26 +51,9 @@ def audits(tiny, tmp_path_factory, one_torch_thread):
 
 @pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the module; open(path) -> (console errors, requested URLs, page)."""
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
-    playwright = sync_playwright().start()
-    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-    yield chromium
-    chromium.close()
-    playwright.stop()
-
-
-def _open(browser, path):
-    errors, requests = [], []
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("request", lambda request: requests.append(request.url))
-    page.goto(path.as_uri(), wait_until="load")
-    return errors, requests, page
+    """One headless Chromium for the module."""
+    with chromium() as launched:
+        yield launched
 
 
 def test_comparison_report_opens_and_shows_maps_flags_and_failures(audits, browser):
@@ -83,7 +62,7 @@ def test_comparison_report_opens_and_shows_maps_flags_and_failures(audits, brows
     assert [row.gained for row in comparison.axioms] == [["1.3 (encodes)"], []]
     assert [row.lost for row in comparison.axioms] == [["0.1 (violates)"], []]
     path = comparison.to_html(root / "comparison.html")
-    errors, requests, page = _open(browser, path)
+    page, errors, requests = open_page(browser, path)
     tfc1 = page.locator("#axiom-TFC1")
     maps = {kind: tfc1.locator(f"figure.map-{kind} svg rect").count() for kind in ("old", "new", "difference")}
     outlined = tfc1.locator("figure.map-difference svg rect[stroke] title").all_text_contents()
@@ -115,7 +94,7 @@ def test_models_of_different_shapes_get_both_maps_and_no_difference(audits, mini
     other = audit(minilm, ["TFC1"], folder=root / "minilm", **OPTIONS)
     comparison = compare(old, other, allow_different_models=True)
     path = comparison.to_html(root / "shapes.html")
-    errors, requests, page = _open(browser, path)
+    page, errors, requests = open_page(browser, path)
     tfc1 = page.locator("#axiom-TFC1")
     maps = {kind: tfc1.locator(f"figure.map-{kind} svg rect").count() for kind in ("old", "new", "difference")}
     captions = tfc1.locator("figcaption").all_text_contents()

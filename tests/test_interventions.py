@@ -8,7 +8,6 @@ import copy
 import json
 import math
 import shlex
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -20,11 +19,8 @@ from mechir_axioms.analysis.effectiveness import paired_difference, per_query, r
 from mechir_axioms.cli import main, parser
 from mechir_axioms.models.names import act_name
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
+from browser import chromium, open_page
+
 HEADS = [(0, 1), (1, 2)]
 
 
@@ -254,24 +250,13 @@ def test_intervene_command_writes_audits_effectiveness_and_report(intervened, fl
 
 
 def test_intervene_report_opens_in_chromium_without_errors_or_fetches(intervened):
-    from playwright.sync_api import sync_playwright
-
     _, out = intervened
     report = out / "report.html"
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
-    errors, requests = [], []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("request", lambda request: requests.append(request.url))
-        page.goto(report.as_uri(), wait_until="load")
+    with chromium() as browser:
+        page, errors, requests = open_page(browser, report)
         bars = page.locator("svg.chart rect").count()
         rows = page.locator("#measures tbody tr").count()
         summary = page.locator("#summary").text_content()
-        browser.close()
     assert errors == []
     assert requests == [report.as_uri()], f"the report fetched {requests[1:]}"
     assert bars == 65 and rows == 3 and "nDCG@10" in summary and "TFC1 agreement" in summary

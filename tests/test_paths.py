@@ -223,23 +223,15 @@ def test_paths_need_heads():
 
 
 def test_the_circuit_opens_in_chromium(path_audit):
-    from playwright.sync_api import sync_playwright
-
-    from test_report_browser import CHROMIUM, FLAGS
+    from browser import chromium, open_page
 
     result, folder = path_audit
     report = folder / "report.html"
-    errors = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page()
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(report.as_uri(), wait_until="load")
+    with chromium() as browser:
+        page, errors, _ = open_page(browser, report)
         nodes = page.locator("svg.circuit g rect").count()
         box = page.locator("svg.circuit").bounding_box()
         hover = page.locator("svg.circuit g title").first.text_content()
-        browser.close()
     assert errors == []
     assert nodes == len(result.flagged("TFC1")) + len({*result.flagged("TFC1", frame="paths")["sender"]} -
                                                        {*result.flagged("TFC1")["name"]}) + 1  # + the score

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import io
-import shutil
 
 import numpy as np
 import pytest
 
 from mechir_axioms import audit
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
+from browser import chromium, open_page
+
 
 
 @pytest.fixture(scope="module")
@@ -27,23 +23,12 @@ def report(minilm, tmp_path_factory):
 
 def test_report_opens_in_chromium(report, tmp_path):
     from PIL import Image
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
-    errors, requests = [], []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("request", lambda request: requests.append(request.url))
-        page.goto(report.as_uri(), wait_until="load")
+    with chromium() as browser:
+        page, errors, requests = open_page(browser, report)
         drawn = page.evaluate("Array.from(document.querySelectorAll('canvas')).map(c => c.width)")
         cells = page.locator("svg rect").count()
         tooltip = page.locator("svg rect title").first.text_content()
         png = page.screenshot(full_page=True)
-        browser.close()
     assert errors == []
     assert requests == [report.as_uri()], f"the report fetched {requests[1:]}"
     assert drawn and all(width > 0 for width in drawn)  # the inline script drew every canvas
