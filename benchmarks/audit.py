@@ -1,6 +1,7 @@
 """Benchmark: wall time of `mechir-axioms audit` with no arguments (the README's main job).
 
-Runs the real command in a fresh process, writing to a temporary folder, as a user would; prints a table
+Runs the real command in a fresh process, writing to a temporary folder, as a user would; prints a table,
+then the seconds each axiom spent per step (from the manifest: pairs, scores, heads, cells, blocks),
 and writes benchmarks/results/audit-<method>.json. `--method exact` times the exact variant instead.
 `--exact-from F` compares the flagged heads per axiom with those of an exact audit's folder F on the same
 pairs (`mechir-axioms audit --method exact --targets heads --out F`; heads' flags do not depend on cells).
@@ -73,6 +74,7 @@ def main() -> None:
         "verification": {axiom: {key: facts["verification"][key] for key in (
             "verified", "candidates", "largest_unverified_screen", "screen_error_p99", "missed_flag_bound")}
             for axiom, facts in manifest["axioms"].items() if "verification" in facts},
+        "step_seconds": {axiom: facts.get("seconds", {}) for axiom, facts in manifest["axioms"].items()},
         "exact_flags": exact,
         "flags_equal_exact": None if exact is None else {
             axiom: _flagged(heads).get(axiom, {}) == exact.get(axiom, {}) for axiom in settings["axioms"]},
@@ -83,6 +85,15 @@ def main() -> None:
     print(f"| {result['command']} | {len(result['axioms'])} x {result['n']} | {result['method']}, every pair | "
           f"exact, {result['cell_pairs']} pairs per axiom | exact, {result['examples']} example pairs per axiom | "
           f"{result['seconds']} | {LIMIT_SECONDS} |")
+    order = ["pairs", "scores", "heads", "heads screen", "heads verification", "cells", "blocks", "paths"]
+    steps = sorted({step for seconds in result["step_seconds"].values() for step in seconds},
+                   key=lambda step: order.index(step) if step in order else len(order))
+    print("| axiom | " + " | ".join(f"{step} (s)" for step in steps) + " |")
+    print("|---|" + "---|" * len(steps))
+    for axiom, seconds in result["step_seconds"].items():
+        print(f"| {axiom} | " + " | ".join(str(seconds.get(step, "")) for step in steps) + " |")
+    totals = {step: round(sum(seconds.get(step, 0.0) for seconds in result["step_seconds"].values()), 1) for step in steps}
+    print("| all | " + " | ".join(str(totals[step]) for step in steps) + " |")
     print("verdicts:", result["verdicts"])
     print("head flags:", result["flags"])
     print("cell flags:", result["cell_flags"])

@@ -33,6 +33,7 @@ _EXPORTS = {
     "patching.api": ["patch", "patch_variants"],
     "patching.paths": ["path_patch"],
     "patching.plan": ["Variant"],
+    "patching.runs": ["sharing_clean_runs"],
     "patching.result": ["PatchResult"],
     "specs.axiom": ["Axiom", "list_axioms", "load_axiom"],
 }

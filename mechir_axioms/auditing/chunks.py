@@ -44,7 +44,7 @@ def both_directions(pairs: PairSet, axiom: str, expect: str, name: str, job: Job
                     executor: Executor, progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, PatchResult]:
     """The symmetric change of every component (perturbed into baseline and back), and the two runs."""
     starts = range(0, len(pairs), CHUNK)
-    keys = [(direction, start) for direction in DIRECTIONS for start in starts]
+    keys = [(direction, start) for start in starts for direction in DIRECTIONS]  # a chunk's directions share runs
     parts = {key: work.stored(axiom, chunk_name(name, *key)) for key in keys}
     missing = [key for key in keys if parts[key] is None]
     tasks = [Task(pairs.take(range(start, min(start + CHUNK, len(pairs)))), direction) for direction, start in missing]

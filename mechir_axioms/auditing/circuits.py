@@ -7,6 +7,7 @@ the score change; the flagged heads and edges of an axiom are its circuit.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,7 @@ def audit_paths(pairs: PairSet, spec: Axiom, heads: pd.DataFrame, rows: list[int
                 settings: Settings, work: Checkpoints, executor: Executor,
                 progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], list[dict[str, Any]], dict[str, Any]]:
     """The symmetric change of every edge of one axiom on the pairs `rows`, its labels and its provenance."""
+    started = time.perf_counter()
     receivers = receivers_of(heads, spec.name)
     paths = edges(receivers, n_layers, n_heads)
     job = Job("paths", "exact", settings.batch_size, settings.tolerance, paths=tuple(paths))
@@ -64,7 +66,8 @@ def audit_paths(pairs: PairSet, spec: Axiom, heads: pd.DataFrame, rows: list[int
     change, denoising, _ = both_directions(pairs.take(rows), spec.name, spec.expect, name, job, work, executor,
                                            progress)
     facts = {"pairs": len(rows), "excluded": denoising.excluded, "delta": settings.tolerance,
-             "receivers": [f"{layer}.{head}" for layer, head in receivers] + [SCORE], "edges": len(paths)}
+             "receivers": [f"{layer}.{head}" for layer, head in receivers] + [SCORE], "edges": len(paths),
+             "seconds": round(time.perf_counter() - started, 1)}
     return change, edge_labels(paths), facts
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ..pairs.compile import check_selection, make_pairs, unjudged_note
 from ..pairs.data import DataSource, data_hash, load_data
 from ..patching.api import patch
 from ..patching.plan import BLOCK_COMPONENTS, plan
+from ..patching.runs import sharing_clean_runs
 from ..specs.axiom import Axiom, load_axiom
 from .checkpoints import Checkpoints
 from .chunks import both_directions
@@ -47,6 +49,16 @@ def _cell_rows(count: int, cell_pairs: int, seed: int) -> list[int]:
     if count <= cell_pairs:
         return list(range(count))
     return sorted(np.random.default_rng(seed).permutation(count)[:cell_pairs].tolist())
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Add the block's wall time to seconds[step]: the manifest says where an audit's time went."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[step] = round(seconds.get(step, 0.0) + time.perf_counter() - started, 1)
 
 
 def _labels_of_heads(ranker: Ranker) -> list[dict[str, Any]]:
@@ -122,7 +134,8 @@ def audit(
     folder = Path(folder) if folder is not None else None
     fingerprint = ranker.fingerprint()
     identity = {"model": fingerprint, "data_hash": data_hash(frame), "spec_hashes": {spec.name: spec.spec_hash for spec in specs}}
-    with running(executor) as runner, Checkpoints(folder, settings.describe(), resume, identity) as work:
+    with (running(executor) as runner, sharing_clean_runs(),
+          Checkpoints(folder, settings.describe(), resume, identity) as work):
         runner.bind(ranker)
         result = _run(ranker, specs, data, source, settings, work, runner, identity, progress)
         result.manifest.update(unjudged_note(frame))  # nothing for judged data
@@ -145,39 +158,46 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
     path_rows: dict[str, list[int]] = {}
     blocks = []
     for spec in tqdm(specs, desc="audit", unit="axiom", disable=not progress):
-        pairs = work.pairs(spec.name, lambda spec=spec: make_pairs(spec, data, ranker, n=n, seed=seed))
+        seconds: dict[str, float] = {}
+        with _timed(seconds, "pairs"):
+            pairs = work.pairs(spec.name, lambda spec=spec: make_pairs(spec, data, ranker, n=n, seed=seed))
         pair_sets[spec.name] = pairs
-        scored = work.scores(spec.name, lambda pairs=pairs: pairs.score(ranker))
+        with _timed(seconds, "scores"):
+            scored = work.scores(spec.name, lambda pairs=pairs: pairs.score(ranker))
         scores = np.concatenate([scored["baseline_score"].to_numpy(), scored["perturbed_score"].to_numpy()])
         rows_of_behaviour.append(behaviour(spec, scored["delta"].to_numpy(), tolerance, seed,
                                            equivalence_margin(scores, settings.equivalence)))
         pair_frames.append(scored.assign(axiom=spec.name, pair=np.arange(len(scored))))
-        provenance[spec.name] = {**pairs.provenance, "data": source}
+        provenance[spec.name] = {**pairs.provenance, "data": source, "seconds": seconds}
         qids = pairs.frame["qid"].astype(str).to_numpy()
         if "heads" in targets:
             if method == "verified":
                 head_changes[spec.name], run, verification = verified_heads(pairs, spec, settings, work, executor,
                                                                             progress)
                 provenance[spec.name]["verification"] = verification
+                seconds.update({f"heads {step}": value for step, value in verification.pop("seconds").items()})
             else:
-                job = Job("heads", method, batch_size, tolerance)
-                head_changes[spec.name], run, _ = both_directions(pairs, spec.name, spec.expect, "heads", job, work,
-                                                                  executor, progress)
+                with _timed(seconds, "heads"):
+                    job = Job("heads", method, batch_size, tolerance)
+                    head_changes[spec.name], run, _ = both_directions(pairs, spec.name, spec.expect, "heads", job,
+                                                                      work, executor, progress)
             head_qids[spec.name] = qids
             provenance[spec.name]["excluded"] = {"patching": run.excluded, "delta": tolerance}
         examples_of[spec.name] = example_rows(scored, pairs.tensors["length"], spec, examples, tolerance)
         path_rows[spec.name] = _cell_rows(len(pairs), settings.path_pairs, seed)
         if "blocks" in targets:
             rows = _cell_rows(len(pairs), cell_pairs, seed)
-            cell_changes[spec.name], run, _ = both_directions(
-                pairs.take(rows), spec.name, spec.expect, "regions", Job("regions", "exact", batch_size, tolerance), work,
-                executor, progress)
+            with _timed(seconds, "cells"):
+                cell_changes[spec.name], run, _ = both_directions(
+                    pairs.take(rows), spec.name, spec.expect, "regions", Job("regions", "exact", batch_size, tolerance),
+                    work, executor, progress)
             cell_qids[spec.name] = qids[rows]
             provenance[spec.name]["cells"] = {"pairs": len(rows), "excluded": run.excluded, "delta": tolerance}
             if examples_of[spec.name]:
-                result = work.patched(spec.name, "blocks", lambda pairs=pairs, rows=examples_of[spec.name]: patch(
-                    ranker, pairs.take(rows), "blocks", "exact", batch_size=batch_size, direction="to_baseline",
-                    delta=tolerance, progress=progress))
+                with _timed(seconds, "blocks"):
+                    result = work.patched(spec.name, "blocks", lambda pairs=pairs, rows=examples_of[spec.name]: patch(
+                        ranker, pairs.take(rows), "blocks", "exact", batch_size=batch_size, direction="to_baseline",
+                        delta=tolerance, progress=progress))
                 blocks.append(blocks_frame(spec, result, examples_of[spec.name], ranker, pairs))
     heads = _findings(head_changes, _labels_of_heads(ranker), head_qids, settings)
     _mark_measured(heads, provenance, method)
@@ -188,6 +208,7 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
                                               settings, work, executor, progress)
         paths = _findings(changes, labels, {name: head_qids[name][path_rows[name]] for name in changes}, settings)
         for name, fact in facts.items():
+            provenance[name]["seconds"]["paths"] = fact.pop("seconds")
             provenance[name]["paths"] = fact
     axioms_frame = pd.DataFrame(rows_of_behaviour)
     for frame, prefix in ((heads, ""), (cells, "cells_")):

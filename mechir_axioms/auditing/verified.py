@@ -9,6 +9,7 @@ unverified head's exact effect is expected beyond its screen plus the 99th perce
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -61,10 +62,12 @@ def verified_heads(pairs: PairSet, spec: Axiom, settings: Settings, work: Checkp
                    progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, dict[str, Any]]:
     """The symmetric change of every head (exact where verified, AtP* elsewhere), the first screening run, and
     what was verified: the heads, the screen's error on them and the bound on a missed flag."""
+    started = time.perf_counter()
     screening = Job("heads", "atp*", settings.batch_size, settings.tolerance)
     (change, size), denoising, noising = both_directions(pairs, spec.name, spec.expect, "heads-screen", screening,
                                                          work, executor, progress)
     signed, values = screen(denoising, noising, spec.expect)
+    screened = time.perf_counter()
     heads = chosen(values, settings.threshold, settings.margin, settings.verify)
     measured = np.zeros(values.shape, dtype=bool)
     error = np.array([])
@@ -89,5 +92,6 @@ def verified_heads(pairs: PairSet, spec: Axiom, settings: Settings, work: Checkp
         "measured": measured.tolist(), "screened_share": signed.tolist(), "screen_value": values.tolist(),
         "largest_unverified_screen": largest_left, "screen_error_p99": error_99,
         "missed_flag_bound": bound, "bound_below_threshold": bool(bound < settings.threshold),
+        "seconds": {"screen": round(screened - started, 1), "verification": round(time.perf_counter() - screened, 1)},
     }
     return (change, size), denoising, verification

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import BatchEncoding
@@ -70,16 +71,18 @@ class PairSet:
         return ranker.batch(changed, other, self.target)
 
     def score(self, ranker: Ranker, batch_size: int = 32) -> pd.DataFrame:
-        """The frame with `baseline_score`, `perturbed_score` and `delta` (perturbed - baseline) added."""
-        scores: dict[str, list[torch.Tensor]] = {"baseline": [], "perturbed": []}
+        """The frame with `baseline_score`, `perturbed_score` and `delta` (perturbed - baseline) added. Pairs are
+        scored in batches of similar length, so that little of each batch is padding."""
+        scores = {which: np.zeros(len(self)) for which in ("baseline", "perturbed")}
+        order = torch.argsort(self.tensors["length"], stable=True).tolist()
         with torch.inference_mode():
             for start in range(0, len(self), batch_size):
-                rows = range(start, min(start + batch_size, len(self)))
+                rows = order[start : start + batch_size]
                 context = self.shared_context(ranker, rows)
                 for which in scores:
                     inputs = self.model_input(which, ranker, rows)
-                    scores[which].append(ranker.forward(inputs, context=context).double().cpu())
-        baseline, perturbed = (torch.cat(scores[which]).numpy() for which in ("baseline", "perturbed"))
+                    scores[which][rows] = ranker.forward(inputs, context=context).double().cpu().numpy()
+        baseline, perturbed = scores["baseline"], scores["perturbed"]
         return self.frame.assign(baseline_score=baseline, perturbed_score=perturbed, delta=perturbed - baseline)
 
     def shared_context(self, ranker: Ranker, rows: Iterable[int]) -> Any:

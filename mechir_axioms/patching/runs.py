@@ -1,11 +1,16 @@
-"""The two clean runs of a batch of pairs (receiver and donor, with cached activations), and the replay of
-cached early layers that lets a patch at layer l skip recomputing layers 0..l-1.
+"""The two clean runs of a batch of pairs (receiver and donor, with cached activations), the replay of
+cached early layers that lets a patch at layer l skip recomputing layers 0..l-1, and `sharing_clean_runs`,
+which lets the patching runs of an audit share one clean run per batch instead of one per run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,17 +85,103 @@ def _select_input(choose: torch.Tensor, first: ModelInput, second: ModelInput) -
     return ModelInput(pick(first.tokens, second.tokens), first.query_tokens)
 
 
-def clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str], direction: str) -> Runs:
-    """Run both inputs of `rows` once, caching `names` and each layer's output, and pick receiver and donor."""
+Raw = tuple[tuple[torch.Tensor, dict[str, torch.Tensor], list[Any]], tuple[torch.Tensor, dict[str, torch.Tensor], list[Any]], Any]
+"""Both inputs' (score, cached activations, layer outputs), baseline first, and their shared context."""
+
+SHARED_RUNS_BYTES = 2**30
+"""What `sharing_clean_runs` may hold by default: 1 GiB of activations, least recently used dropped first."""
+
+
+class CleanRunStore:
+    """Clean runs already computed, by the content of their inputs: a direction's runs serve the other direction,
+    and the AtP* screen's serve the exact verification, with numbers identical to running them again."""
+
+    def __init__(self, max_bytes: int = SHARED_RUNS_BYTES):
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple, tuple[Raw, int]] = OrderedDict()
+        self.hits = 0
+
+    def get(self, key: tuple, names: list[str]) -> Raw | None:
+        """The stored runs of `key` with (at least) `names` cached, or None."""
+        entry = self.entries.get(key)
+        if entry is None or not set(names) <= set(entry[0][0][1]):
+            return None
+        self.entries.move_to_end(key)
+        self.hits += 1
+        return entry[0]
+
+    def put(self, key: tuple, raw: Raw) -> None:
+        size = _bytes(raw)
+        self.entries.pop(key, None)
+        if size > self.max_bytes:
+            return
+        self.entries[key] = (raw, size)
+        while sum(entry[1] for entry in self.entries.values()) > self.max_bytes:
+            self.entries.popitem(last=False)
+
+
+_STORE: ContextVar[CleanRunStore | None] = ContextVar("mechir_axioms clean runs", default=None)
+
+
+@contextmanager
+def sharing_clean_runs(max_bytes: int = SHARED_RUNS_BYTES) -> Iterator[CleanRunStore]:
+    """Within the block, each batch's two clean runs are computed once and reused, with bit-identical numbers:
+    `patch` in both directions, or on heads and then on chosen variants of the same pairs, runs every batch's
+    inputs once. Use it only while the model stays as it is (every audit does); at most `max_bytes` of
+    activations are held, least recently used dropped first, and all of it is let go on leaving."""
+    store = CleanRunStore(max_bytes)
+    token = _STORE.set(store)
+    try:
+        yield store
+    finally:
+        _STORE.reset(token)
+        store.entries.clear()
+
+
+def _bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.nelement() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_bytes(item) for item in value.values())
+    if isinstance(value, (tuple, list)):
+        return sum(_bytes(item) for item in value)
+    return 0
+
+
+def _key(ranker: Ranker, pairs: PairSet, rows: list[int]) -> tuple:
+    """What decides a batch's clean runs: the model (and its interventions) and the rows' stored inputs."""
+    digest = hashlib.blake2b(digest_size=16)
+    index = torch.as_tensor(rows, dtype=torch.long)
+    for name in sorted(pairs.tensors):
+        digest.update(name.encode())
+        digest.update(pairs.tensors[name][index].contiguous().numpy().tobytes())
+    return id(ranker), json.dumps(ranker.interventions, sort_keys=True, default=str), pairs.target, digest.hexdigest()
+
+
+def _run_both(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str]) -> Raw:
     baseline, perturbed = pairs.model_input("baseline", ranker, rows), pairs.model_input("perturbed", ranker, rows)
     context = ranker.context(baseline, pairs.target)
-    runs = {}
-    for which, inputs in (("baseline", baseline), ("perturbed", perturbed)):
+    runs = []
+    for inputs in (baseline, perturbed):
         cache: dict[str, torch.Tensor] = {}
         with layer_outputs(ranker) as outputs:
             score = ranker.forward(inputs, caching_hooks(names, cache), context=context)
-        runs[which] = (score, cache, list(outputs))
-    (b_score, b_cache, b_out), (p_score, p_cache, p_out) = runs["baseline"], runs["perturbed"]
+        runs.append((score, cache, list(outputs)))
+    return runs[0], runs[1], context
+
+
+def clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str], direction: str) -> Runs:
+    """Run both inputs of `rows` once, caching `names` and each layer's output, and pick receiver and donor
+    (inside `sharing_clean_runs`, runs of the same inputs are reused)."""
+    store = _STORE.get()
+    key = _key(ranker, pairs, rows) if store is not None else None
+    raw = store.get(key, names) if store is not None else None
+    if raw is None:
+        raw = _run_both(ranker, pairs, rows, names)
+        if store is not None:
+            store.put(key, raw)
+    (b_score, b_cache, b_out), (p_score, p_cache, p_out), context = raw
+    baseline, perturbed = pairs.model_input("baseline", ranker, rows), pairs.model_input("perturbed", ranker, rows)
     to_baseline = receiver_is_baseline(direction, b_score, p_score)
     batch = len(rows)
 
