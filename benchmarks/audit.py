@@ -1,7 +1,7 @@
 """Benchmark: wall time of `mechir-axioms audit` with no arguments (the README's main job).
 
 Runs the real command in a fresh process, writing to a temporary folder, as a user would; prints a table,
-then the seconds each axiom spent per step (from the manifest: pairs, scores, heads, cells, blocks),
+then the seconds each axiom spent per step (the manifest's step_seconds: pairs, scores, heads, cells, blocks),
 and writes benchmarks/results/audit-<method>.json. `--method exact` times the exact variant instead.
 `--exact-from F` compares the flagged heads per axiom with those of an exact audit's folder F on the same
 pairs (`mechir-axioms audit --method exact --targets heads --out F`; heads' flags do not depend on cells).
@@ -74,7 +74,7 @@ def main() -> None:
         "verification": {axiom: {key: facts["verification"][key] for key in (
             "verified", "candidates", "largest_unverified_screen", "screen_error_p99", "missed_flag_bound")}
             for axiom, facts in manifest["axioms"].items() if "verification" in facts},
-        "step_seconds": {axiom: facts.get("seconds", {}) for axiom, facts in manifest["axioms"].items()},
+        "step_seconds": manifest.get("step_seconds", {}),
         "exact_flags": exact,
         "flags_equal_exact": None if exact is None else {
             axiom: _flagged(heads).get(axiom, {}) == exact.get(axiom, {}) for axiom in settings["axioms"]},

@@ -37,7 +37,7 @@ def test_audit_with_shared_runs_is_identical_and_shares(minilm, short_frame, mon
         pd.testing.assert_frame_equal(getattr(shared, frame), getattr(plain, frame), check_exact=True)
     assert stores and stores[0].hits > 0
     assert not stores[0].entries  # emptied on leaving
-    seconds = shared.manifest["axioms"]["TFC1"]["seconds"]  # where the time went, step by step
+    seconds = shared.manifest["step_seconds"]["TFC1"]  # where the time went, step by step
     assert set(seconds) == {"pairs", "scores", "heads screen", "heads verification", "cells", "blocks"}
     assert all(value >= 0 for value in seconds.values()) and seconds["heads screen"] > 0
     assert "seconds" not in shared.manifest["axioms"]["TFC1"]["verification"]

@@ -156,9 +156,10 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
     head_qids: dict[str, np.ndarray] = {}
     cell_qids: dict[str, np.ndarray] = {}
     path_rows: dict[str, list[int]] = {}
+    step_seconds: dict[str, dict[str, float]] = {}
     blocks = []
     for spec in tqdm(specs, desc="audit", unit="axiom", disable=not progress):
-        seconds: dict[str, float] = {}
+        seconds = step_seconds.setdefault(spec.name, {})
         with _timed(seconds, "pairs"):
             pairs = work.pairs(spec.name, lambda spec=spec: make_pairs(spec, data, ranker, n=n, seed=seed))
         pair_sets[spec.name] = pairs
@@ -168,7 +169,7 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
         rows_of_behaviour.append(behaviour(spec, scored["delta"].to_numpy(), tolerance, seed,
                                            equivalence_margin(scores, settings.equivalence)))
         pair_frames.append(scored.assign(axiom=spec.name, pair=np.arange(len(scored))))
-        provenance[spec.name] = {**pairs.provenance, "data": source, "seconds": seconds}
+        provenance[spec.name] = {**pairs.provenance, "data": source}
         qids = pairs.frame["qid"].astype(str).to_numpy()
         if "heads" in targets:
             if method == "verified":
@@ -208,7 +209,7 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
                                               settings, work, executor, progress)
         paths = _findings(changes, labels, {name: head_qids[name][path_rows[name]] for name in changes}, settings)
         for name, fact in facts.items():
-            provenance[name]["seconds"]["paths"] = fact.pop("seconds")
+            step_seconds[name]["paths"] = fact.pop("seconds")
             provenance[name]["paths"] = fact
     axioms_frame = pd.DataFrame(rows_of_behaviour)
     for frame, prefix in ((heads, ""), (cells, "cells_")):
@@ -231,6 +232,7 @@ def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, sett
         "package_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.perf_counter() - started, 1),
+        "step_seconds": step_seconds,
         "settings": settings.describe(),
         "model": {"name": ranker.name, "kind": ranker.kind, "layers": ranker.n_layers, "heads": ranker.n_heads,
                   "device": str(ranker.device), "dtype": str(ranker.dtype).removeprefix("torch."),

@@ -149,13 +149,15 @@ def _bytes(value: Any) -> int:
 
 
 def _key(ranker: Ranker, pairs: PairSet, rows: list[int]) -> tuple:
-    """What decides a batch's clean runs: the model (and its interventions) and the rows' stored inputs."""
+    """What decides a batch's clean runs: the model (its dtype, device and interventions) and the rows' stored
+    inputs."""
     digest = hashlib.blake2b(digest_size=16)
     index = torch.as_tensor(rows, dtype=torch.long)
     for name in sorted(pairs.tensors):
         digest.update(name.encode())
         digest.update(pairs.tensors[name][index].contiguous().numpy().tobytes())
-    return id(ranker), json.dumps(ranker.interventions, sort_keys=True, default=str), pairs.target, digest.hexdigest()
+    model = (id(ranker), str(ranker.dtype), str(ranker.device), json.dumps(ranker.interventions, sort_keys=True))
+    return model, pairs.target, digest.hexdigest()
 
 
 def _run_both(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str]) -> Raw:
