@@ -160,9 +160,8 @@ def _key(ranker: Ranker, pairs: PairSet, rows: list[int]) -> tuple:
     return model, pairs.target, digest.hexdigest()
 
 
-def _run_both(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str]) -> Raw:
-    baseline, perturbed = pairs.model_input("baseline", ranker, rows), pairs.model_input("perturbed", ranker, rows)
-    context = ranker.context(baseline, pairs.target)
+def _run_both(ranker: Ranker, baseline: ModelInput, perturbed: ModelInput, target: str, names: list[str]) -> Raw:
+    context = ranker.context(baseline, target)
     runs = []
     for inputs in (baseline, perturbed):
         cache: dict[str, torch.Tensor] = {}
@@ -175,15 +174,15 @@ def _run_both(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str])
 def clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str], direction: str) -> Runs:
     """Run both inputs of `rows` once, caching `names` and each layer's output, and pick receiver and donor
     (inside `sharing_clean_runs`, runs of the same inputs are reused)."""
+    baseline, perturbed = pairs.model_input("baseline", ranker, rows), pairs.model_input("perturbed", ranker, rows)
     store = _STORE.get()
     key = _key(ranker, pairs, rows) if store is not None else None
     raw = store.get(key, names) if store is not None else None
     if raw is None:
-        raw = _run_both(ranker, pairs, rows, names)
+        raw = _run_both(ranker, baseline, perturbed, pairs.target, names)
         if store is not None:
             store.put(key, raw)
     (b_score, b_cache, b_out), (p_score, p_cache, p_out), context = raw
-    baseline, perturbed = pairs.model_input("baseline", ranker, rows), pairs.model_input("perturbed", ranker, rows)
     to_baseline = receiver_is_baseline(direction, b_score, p_score)
     batch = len(rows)
 
