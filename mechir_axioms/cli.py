@@ -51,16 +51,17 @@ def _executor(args: argparse.Namespace):
         return LocalExecutor()
     from .executing.cluster import RayExecutor
 
-    return RayExecutor(args.ray_address, args.workers, args.worker_threads)
+    return RayExecutor(args.ray_address, args.workers, args.worker_threads, connect_timeout=args.ray_timeout)
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from .auditing.run import audit
+    from .auditing.run import audit, audit_folder
     from .models.loading import load_ranker
     from .specs.axiom import load_axiom
 
     settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
     axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
+    audit_folder(args.out, args.resume).check()  # before the model loads
     with _executor(args) as executor, _warnings_printed():
         ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
         options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data")}
@@ -100,8 +101,9 @@ def _verdicts(text: str) -> tuple[str, ...]:
 
 
 def _vary(values: list[str]) -> dict[str, list]:
-    """--vary filler=a,the,and --vary seed=0,1,2 as {factor: [values]} (seeds as integers)."""
-    from .core.errors import SettingsError
+    """--vary filler=a,the,and --vary seed=0,1,2 as {factor: [values]} (seeds as integers), checked as `sweep`
+    checks it (known factors, non-empty lists, seeds from 0 to 2**32 - 1) before any model loads."""
+    from .auditing.sweep import SEED_MAX, SEED_RULE, check_vary
 
     vary: dict[str, list] = {}
     for item in values:
@@ -109,22 +111,26 @@ def _vary(values: list[str]) -> dict[str, list]:
         if not listed:
             raise SettingsError(f"--vary {item!r} is not valid; write factor=value,value (e.g. filler=a,the,and)")
         names = list(parse_names(listed))
-        if factor.strip() == "seed":
-            if not all(name.isdigit() for name in names):
-                raise SettingsError(f"--vary {item!r} is not valid; seeds are integers of at least 0")
+        if factor.strip() == "seed":  # ASCII digits only: str.isdigit and int() also take '²' or '٣'
+            if not all(re.fullmatch(r"[0-9]{1,10}", name) and int(name) <= SEED_MAX for name in names):
+                raise SettingsError(f"--vary {item!r} is not valid; {SEED_RULE}, written in the digits 0-9")
             names = [int(name) for name in names]
         vary[factor.strip()] = names
+    check_vary(vary)
     return vary
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .auditing.sweep import sweep
+    from .auditing.sweep import default_vary, sweep, sweep_folder, variants_of
     from .models.loading import load_ranker
     from .specs.axiom import load_axiom
 
     settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
     axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
     vary = _vary(args.vary) if args.vary else None
+    for axiom in axioms:  # every variant is valid, and the folder writable, before the model loads
+        variants_of(axiom, default_vary(axiom, settings.seed) if vary is None else vary, settings.seed)
+    sweep_folder(args.out, args.resume).check()
     with _executor(args) as executor, _warnings_printed():
         ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
         options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data", "seed")}
@@ -148,7 +154,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from .comparing import compare
+    from .core.outputs import check_file
 
+    for flag, path in (("--junit-xml", args.junit_xml), ("--html", args.html)):
+        if path:
+            check_file(path, "compare", flag)  # before the audits are read
     comparison = compare(args.old, args.new, args.max_agreement_drop, args.min_head_map_correlation, args.max_lost_flags,
                          allow_different_models=args.allow_different_models,
                          allow_different_specs=args.allow_different_specs)
@@ -184,7 +194,7 @@ def _check_intervention_flags(args: argparse.Namespace) -> None:
 
 
 def _intervene(args: argparse.Namespace) -> int:
-    from .intervening import assess_intervention
+    from .intervening import assess_intervention, intervention_folder
     from .models.interventions import check_heads
     from .models.loading import load_ranker
     from .specs.axiom import load_axiom
@@ -192,6 +202,7 @@ def _intervene(args: argparse.Namespace) -> int:
     _check_intervention_flags(args)
     settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
     axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
+    intervention_folder(args.out).check()  # before the model loads
     with _warnings_printed():
         ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
         try:
@@ -227,25 +238,29 @@ def _figure(args: argparse.Namespace) -> int:
 
 
 def _pairs(args: argparse.Namespace) -> int:
+    from .core.outputs import OutputFolder
     from .models.loading import load_ranker
     from .pairs.compile import make_pairs
     from .specs.axiom import load_axiom
 
     axioms = [load_axiom(name, args.axiom_folder) for name in parse_names(args.axioms)]
-    ranker = load_ranker(args.model, kind=args.kind, device=args.device, dtype=args.dtype)
-    out = Path(args.out)
-    for axiom in axioms:
-        with _warnings_printed():
-            pairs = make_pairs(axiom, args.data, ranker, n=args.n, seed=args.seed, filler=args.filler)
-        folder = pairs.save(out / axiom.name)
-        scored = pairs.score(ranker)
-        dropped = ", ".join(f"{reason} ({count})" for reason, count in pairs.dropped.items()) or "none"
-        print(
-            f"{axiom.name}: {len(pairs)} pairs -> {folder}\n"
-            f"  expect {axiom.expect}; mean score change {scored['delta'].mean():+.4f}, "
-            f"rose in {(scored['delta'] > 0).mean():.0%} of pairs\n"
-            f"  dropped: {dropped}"
-        )
+    output = OutputFolder(args.out, "pairs", "replace")
+    output.check()  # before the model loads
+    with _warnings_printed():
+        ranker = load_ranker(args.model, kind=args.kind, device=args.device, dtype=args.dtype)
+    with output as out:
+        for axiom in axioms:
+            with _warnings_printed():
+                pairs = make_pairs(axiom, args.data, ranker, n=args.n, seed=args.seed, filler=args.filler)
+            folder = pairs.save(out.at(axiom.name))
+            scored = pairs.score(ranker)
+            dropped = ", ".join(f"{reason} ({count})" for reason, count in pairs.dropped.items()) or "none"
+            print(
+                f"{axiom.name}: {len(pairs)} pairs -> {folder}\n"
+                f"  expect {axiom.expect}; mean score change {scored['delta'].mean():+.4f}, "
+                f"rose in {(scored['delta'] > 0).mean():.0%} of pairs\n"
+                f"  dropped: {dropped}"
+            )
     return 0
 
 
@@ -284,6 +299,19 @@ def _execution(command: argparse.ArgumentParser) -> None:
     command.add_argument("--worker-threads", type=int, default=None,
                          help="torch threads (and CPUs) per CPU worker (default: as many as this process uses, so that "
                          "results equal a local run bitwise)")
+
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid; give a number of seconds above 0 (e.g. 30)")
+        return value
+
+    command.add_argument("--ray-timeout", type=seconds, default=30.0, metavar="SECONDS",
+                         help="how long to wait for the Ray cluster at --ray-address (or RAY_ADDRESS) before giving up "
+                         "(default: 30)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -386,6 +414,21 @@ def main(argv: list[str] | None = None) -> int:
     except (MechirError, OSError) as error:  # a user's mistake, or the file system's: one sentence, exit 2
         print(f"mechir-axioms: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mechir-axioms: interrupted; {_what_was_kept(args)}", file=sys.stderr)
+        return 130
+
+
+def _what_was_kept(args: argparse.Namespace) -> str:
+    """After Ctrl-C: whether the output folder keeps finished steps (a resumable audit or sweep) or nothing."""
+    from .core.outputs import LEDGER
+
+    out = getattr(args, "out", None)
+    if args.command in ("audit", "sweep") and isinstance(out, str) and (Path(out) / LEDGER).is_file():
+        return f"the finished steps are kept in {out}: run the same command with --resume to continue"
+    if isinstance(out, str):
+        return f"nothing was written to {out}"
+    return "nothing was written"
 
 
 if __name__ == "__main__":

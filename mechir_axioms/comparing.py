@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from scipy import stats
 from .analysis.stats import Z_95, wilson
 from .auditing.result import Audit, load_audit
 from .core.errors import SettingsError
-from .core.files import write_atomically
+from .core.outputs import check_file, write_file
 from .report.comparison import head_map_shape, render_comparison
 from .report.summary import comparison_summary
 
@@ -106,11 +107,9 @@ class Comparison:
         """Write a self-contained HTML report: both head maps and their difference per axiom, flags, verdict."""
         if self.old_audit is None or self.new_audit is None:
             raise SettingsError("this Comparison holds no audits to draw; make it with compare(old, new)")
+        check_file(path, "compare", "--html")
         page = render_comparison(self, self.old_audit, self.new_audit)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda temporary: temporary.write_text(page, encoding="utf-8"))
-        return path
+        return write_file(path, "compare", lambda temporary: temporary.write_text(page, encoding="utf-8"), "--html")
 
     def _repr_html_(self) -> str:
         """A compact summary for Jupyter: per axiom the agreement change, head-map rho, flags gained and lost."""
@@ -125,11 +124,8 @@ class Comparison:
             if axiom.failures:
                 failure = ElementTree.SubElement(case, "failure", message="; ".join(axiom.failures))
                 failure.text = self.table()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda temporary: ElementTree.ElementTree(suite).write(
-            temporary, encoding="utf-8", xml_declaration=True))
-        return path
+        return write_file(path, "compare", lambda temporary: ElementTree.ElementTree(suite).write(
+            temporary, encoding="utf-8", xml_declaration=True), "--junit-xml")
 
 
 def newcombe_difference(successes_old: int, total_old: int, successes_new: int, total_new: int) -> tuple[float, float]:
@@ -177,13 +173,36 @@ def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: 
         comparison.notes.append(f"the head maps differ in shape ({shapes[0]} vs {shapes[1]} layers x heads): "
                                 "agreement is compared, heads are not matched or correlated")
         return comparison
-    if len(shared) != len(heads_old):
-        comparison.failures.append(f"{name}: the audits cover different heads ({len(heads_old)} vs {len(heads_new)})")
+    if not len(shared) == len(heads_old) == len(heads_new):
+        comparison.failures.append(f"{name}: the audits cover different heads ({_head_difference(heads_old, heads_new)})")
     elif not (rho >= min_rho):  # a NaN correlation (flat maps) fails too
         comparison.failures.append(f"{name}: head-map Spearman rho {rho:.3f} is below the required {min_rho}")
     if len(lost) > max_lost:
         comparison.failures.append(f"{name}: {len(lost)} head(s) lost their flag, more than the allowed {max_lost}")
     return comparison
+
+
+def _head_difference(old: pd.DataFrame, new: pd.DataFrame, shown: int = 5) -> str:
+    """The heads (index: name) one audit has and the other lacks, the first few of each side."""
+    parts = []
+    for side, heads in (("old", old.index.difference(new.index, sort=False)),
+                        ("new", new.index.difference(old.index, sort=False))):
+        if len(heads):
+            more = f" and {len(heads) - shown} more" if len(heads) > shown else ""
+            parts.append(f"only in the {side}: {', '.join(map(str, heads[:shown]))}{more}")
+    return "; ".join(parts) or f"{len(old)} vs {len(new)} rows, some names repeated"
+
+
+def _check_thresholds(max_agreement_drop: float, min_head_map_correlation: float, max_lost_flags: int) -> None:
+    """Refuse a threshold that is not finite or out of range: a NaN would pass (or fail) every comparison."""
+    for flag, name, value, low, high in (
+            ("--max-agreement-drop", "max_agreement_drop", max_agreement_drop, 0, 1),
+            ("--min-head-map-correlation", "min_head_map_correlation", min_head_map_correlation, -1, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:  # NaN: False
+            raise SettingsError(f"{flag} {value} ({name}) is not valid; use a number from {low} to {high}")
+    if isinstance(max_lost_flags, bool) or not isinstance(max_lost_flags, numbers.Integral) or max_lost_flags < 0:
+        raise SettingsError(f"--max-lost-flags {max_lost_flags} (max_lost_flags) is not valid; use a whole number "
+                            "of at least 0")
 
 
 def _settings_differ(old: Audit, new: Audit) -> list[str]:
@@ -235,6 +254,7 @@ def compare(old: Audit | str | Path, new: Audit | str | Path, max_agreement_drop
     Audits of different data, settings, ranker kinds or specs under one name are refused (the last two
     unless allowed).
     """
+    _check_thresholds(max_agreement_drop, min_head_map_correlation, max_lost_flags)
     old_audit = old if isinstance(old, Audit) else load_audit(old)
     new_audit = new if isinstance(new, Audit) else load_audit(new)
     differ = _settings_differ(old_audit, new_audit)

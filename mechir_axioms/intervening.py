@@ -18,14 +18,14 @@ from typing import Any
 import pandas as pd
 
 from . import __version__
-from .analysis.effectiveness import (MEASURES, RESAMPLES, compare_per_query, paired_difference, per_query, qrels_of,
-                                     run_of)
+from .analysis.effectiveness import (MEASURES, RESAMPLES, check_judged_run, compare_per_query, paired_difference,
+                                     per_query, qrels_of, run_of)
 from .analysis.findings import agrees
 from .auditing.result import Audit
 from .auditing.run import DEFAULTS, audit
 from .auditing.suggestions import intervene_command
 from .core.errors import DataError, SettingsError
-from .core.files import write_atomically, write_json
+from .core.outputs import OutputFolder
 from .models.interventions import HeadLike, check_intervention, intervene
 from .models.loading import load_ranker
 from .models.rankers import Ranker
@@ -98,18 +98,20 @@ class InterventionResult:
     def report_path(self) -> Path | None:
         return self.folder / "report.html" if self.folder else None
 
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path | OutputFolder) -> Path:
         """Write before/ and after/ (the audits), effectiveness.parquet (per query and measure), intervention.json
-        (provenance, per axiom, per measure) and report.html into `folder`."""
-        folder = Path(folder)
-        self.before.save(folder / "before")
-        self.after.save(folder / "after")
-        write_atomically(folder / "effectiveness.parquet", lambda path: self.queries.to_parquet(path, index=False))
-        write_json(folder / "intervention.json", {**self.manifest, "axioms": _records(self.axioms),
-                                                  "measures": _records(self.measures)})
-        self.folder = folder
-        write_atomically(folder / "report.html", lambda path: path.write_text(render_intervention(self), encoding="utf-8"))
-        return folder
+        (provenance, per axiom, per measure) and report.html into `folder`: a path, claimed as an intervention's
+        output folder (refused if it holds one, or anything the tool did not write), or a held one."""
+        with folder if isinstance(folder, OutputFolder) else intervention_folder(folder) as out:
+            for name, audited in (("before", self.before), ("after", self.after)):
+                with out.part(name, "audit") as part:
+                    audited.save(part)
+            out.write_frame("effectiveness.parquet", self.queries)
+            out.write_json("intervention.json", {**self.manifest, "axioms": _records(self.axioms),
+                                                 "measures": _records(self.measures)})
+            self.folder = out.root
+            out.write_text("report.html", render_intervention(self))
+        return self.folder
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -144,13 +146,16 @@ def _renamed(difference: dict[str, float]) -> dict[str, float]:
     return {names.get(key, key): value for key, value in difference.items() if key not in ("n", "t_test_p")}
 
 
-def _candidates(judged: pd.DataFrame, run: DataSource | None) -> tuple[pd.DataFrame, str | None]:
-    """What is ranked per query: the judged passages, or a given run's (qid, query, docno, text) rows."""
+def _candidates(judged: pd.DataFrame, run: DataSource | None, qrels: pd.DataFrame,
+                judged_source: str) -> tuple[pd.DataFrame, str | None]:
+    """What is ranked per query: the judged passages, or a given run's (qid, query, docno, text) rows (DataError
+    when none of them is judged)."""
     if run is None:
         return judged.dropna(subset=["relevance"]).reset_index(drop=True), None
     frame, source = load_data(run)
     if not set(frame["qid"].astype(str)) & set(judged["qid"].astype(str)):
         raise DataError(f"{source}: the run shares no query with the judged data; rank the judged queries")
+    check_judged_run(frame, qrels, source, judged_source)
     return frame.reset_index(drop=True), source
 
 
@@ -207,11 +212,13 @@ def assess_intervention(
     be passed). op "mean" takes each head's mean over `reference` seeded judged pairs (or given (queries,
     passages)). With `folder`, the result is saved there (see InterventionResult.save)."""
     started = time.perf_counter()
+    if folder is not None:
+        intervention_folder(folder).check()  # before any work: the folder is written only when all is done
     ranker = ranker if isinstance(ranker, Ranker) else load_ranker(ranker)
     check_intervention(ranker, heads, op, factor, reference if op == "mean" else None)
     frame, source = load_data(judged if judged is not None else data)
     qrels = qrels_of(frame)
-    candidates, run_source = _candidates(frame, run)
+    candidates, run_source = _candidates(frame, run, qrels, source)
     pairs = _reference(frame.dropna(subset=["relevance"]), reference, seed) if op == "mean" else None
     options = {"targets": tuple(targets), "method": method, "stability": stability, "progress": progress,
                **audit_options}
@@ -239,6 +246,11 @@ def assess_intervention(
     if folder is not None:
         result.save(folder)
     return result
+
+
+def intervention_folder(folder: str | Path) -> OutputFolder:
+    """The output folder of an intervention (not yet claimed): refused if it holds one, or anything else."""
+    return OutputFolder(folder, "intervene", "refuse")
 
 
 def _command(ranker: Ranker, facts: dict[str, Any], op: str, axioms: Sequence[str], data: DataSource, n: int,

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .auditing.result import Audit, load_audit
 from .core.errors import SettingsError
+from .core.outputs import check_file, write_file
 from .report.render import region_names
 
 if TYPE_CHECKING:
@@ -324,21 +325,23 @@ def figure_format(path: str | Path) -> str:
 def save(figure: Figure, path: str | Path) -> Path:
     """Write `figure` in the format its extension names, fonts embedded as TrueType (Type 3 fonts fail
     many publishers' PDF checks), PNG at 300 dpi."""
-    extension, path = figure_format(path), Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _matplotlib().rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
-        figure.savefig(path, format=extension, dpi=PNG_DPI if extension == "png" else "figure")
-    return path
+    extension = figure_format(path)
+
+    def draw(temporary: Path) -> None:
+        with _matplotlib().rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
+            figure.savefig(temporary, format=extension, dpi=PNG_DPI if extension == "png" else "figure")
+
+    return write_file(path, "figure", draw)
 
 
 def write_circuit(folder: str | Path, axiom: str, outputs: Sequence[str | Path]) -> list[Path]:
     """One saved audit's circuit for `axiom` (flagged heads and paths) as standalone SVG files."""
-    from .core.files import write_atomically
     from .report.circuit import circuit_svg
 
     for path in outputs:
         if figure_format(path) != "svg":
             raise SettingsError(f"{path}: a circuit is drawn as SVG only; end the name in .svg")
+        check_file(path, "figure")
     audit = load_audit(folder)
     if audit.paths.empty:
         raise SettingsError(f"{folder}: this audit measured no paths; audit with --targets heads,paths")
@@ -346,11 +349,8 @@ def write_circuit(folder: str | Path, axiom: str, outputs: Sequence[str | Path])
         raise SettingsError(f"{folder}: no paths for axiom {axiom!r}; it has {', '.join(dict.fromkeys(audit.paths['axiom']))}")
     heads, paths = audit.heads[audit.heads["axiom"] == axiom], audit.paths[audit.paths["axiom"] == axiom]
     text = circuit_svg(heads, paths, int(audit.manifest["model"]["layers"]), f"{axiom} circuit")
-    written = []
-    for path in outputs:
-        write_atomically(Path(path), lambda temporary: temporary.write_text(text, encoding="utf-8"))
-        written.append(Path(path))
-    return written
+    return [write_file(path, "figure", lambda temporary: temporary.write_text(text, encoding="utf-8"))
+            for path in outputs]
 
 
 def write_grid(folders: Sequence[str | Path], outputs: Sequence[str | Path], axioms: Sequence[str] | None = None,
@@ -363,6 +363,7 @@ def write_grid(folders: Sequence[str | Path], outputs: Sequence[str | Path], axi
         return write_circuit(folders[0], axioms[0], outputs)
     for path in outputs:
         figure_format(path)
+        check_file(path, "figure")
     figure = grid(folders, axioms, frame=frame, shown=False)
     return [save(figure, path) for path in outputs]
 

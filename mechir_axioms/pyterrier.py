@@ -1,7 +1,8 @@
 """PyTerrier integration: any Ranker as a re-ranking `pt.Transformer`, for `pt.Experiment` and pipelines.
 
 `RankerTransformer(ranker)` scores each (query, text) row of a result frame with `ranker.score` and adds
-PyTerrier's `score` and 0-based per-query `rank` columns. The module imports without PyTerrier (the
+PyTerrier's `score` and 0-based per-query `rank` columns (qids as text, as `load_data` reads them, so that
+qid 1 and qid "1" are one query). The module imports without PyTerrier (the
 optional `pyterrier` extra): the class then stands on a placeholder base, and constructing it raises a
 SettingsError that says how to install the extra.
 """
@@ -16,6 +17,7 @@ import torch
 
 from .core.errors import DataError, SettingsError
 from .models.rankers import Ranker
+from .pairs.data import _identifier
 
 INSTALL = "pip install 'mechir-axioms[pyterrier]'"
 REQUIRED = ("qid", "query", "docno", "text")
@@ -36,7 +38,8 @@ else:
 
 
 class RankerTransformer(_Transformer):
-    """Re-rank a PyTerrier result frame with a Ranker: `score` is ranker.score(query, text), `rank` 0-based per qid."""
+    """Re-rank a PyTerrier result frame with a Ranker: `score` is ranker.score(query, text), `rank` 0-based per qid
+    (qids become text: 1, 1.0 and "1" are one query)."""
 
     def __init__(self, ranker: Ranker, batch_size: int | None = None, verbose: bool = False):
         if not isinstance(ranker, Ranker):
@@ -53,9 +56,13 @@ class RankerTransformer(_Transformer):
         return f"RankerTransformer({self.ranker.name!r})"
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The frame with `score` and `rank` replaced by the ranker's (input order and other columns kept)."""
+        """The frame with `score` and `rank` replaced by the ranker's (input order and other columns kept; qids
+        as text)."""
         check_columns(frame.columns)
         out = frame.drop(columns=["score", "rank"], errors="ignore").copy()
+        qids = _qids(frame)
+        if qids != frame["qid"].tolist():  # some qid was a number: all of them as text
+            out["qid"] = pd.Series(qids, index=out.index, dtype=object)
         if len(out) == 0:
             out["score"] = pd.Series(index=out.index, dtype="float64")
         else:
@@ -81,6 +88,19 @@ def check_columns(columns: Sequence[str]) -> None:
             f"RankerTransformer: the input frame lacks column(s) {', '.join(missing)}; a re-ranker needs "
             f"{', '.join(REQUIRED)} (first-stage results with the documents' text, e.g. from pt.text.get_text)"
         )
+
+
+def _qids(frame: pd.DataFrame) -> list[str]:
+    """The qid column as text, as the data loader reads it (1, 1.0 and "1" are all "1"); DataError naming the first
+    row whose qid is not an id."""
+    qids = [_identifier(value) for value in frame["qid"].tolist()]
+    bad = next((i for i, qid in enumerate(qids) if qid is None), None)
+    if bad is not None:
+        value = frame["qid"].iloc[bad]
+        shown = "missing" if pd.api.types.is_scalar(value) and pd.isna(value) else repr(value)
+        raise DataError(f"RankerTransformer: row {frame.index[bad]!r} (docno {frame['docno'].iloc[bad]!r}): qid is "
+                        f"{shown}; every row needs its qid as text or an integer")
+    return qids
 
 
 def _texts(frame: pd.DataFrame, column: str) -> list[str]:

@@ -9,8 +9,6 @@ once per axiom with the axiom's name in its `axiom` argument.
 
 from __future__ import annotations
 
-import re
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .auditing.settings import Settings, parse_names, setting_fields
-from .core.defaults import DEVICES, DTYPES
+from .core.defaults import AXIOM_NAME_RULE, DEVICES, DTYPES, is_axiom_name
+from .core.errors import MechirError
+from .core.outputs import OutputFolder
 
 if TYPE_CHECKING:  # the heavy imports wait until a test asks for an audit
     import pandas as pd
@@ -205,47 +205,34 @@ def axiom_audit(pytestconfig: pytest.Config, mechir_ranker) -> Callable[[str], A
             _check_name(name)
             settings = _settings(pytestconfig, name)
             load_axiom(name)  # an unknown axiom fails here, before any file is touched
-            folder = root / name
-            resume = _prepare_folder(folder)
+            folder = _report_folder(root / name)
             options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data")}
             found = audit(mechir_ranker, [name], settings.data, **{**options, "targets": settings.targets},
-                          folder=folder, resume=resume, progress=False)
-            (folder / PLUGIN_MARK).write_text("written by the mechir-axioms pytest plugin; it may replace this folder\n")
+                          folder=folder, progress=False)
             results[name] = AxiomResult(name, found)
         return results[name]
 
     return run
 
 
-PLUGIN_MARK = ".mechir-pytest"
-"""Marks an audit folder the plugin wrote: the only kind of folder it will ever replace."""
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-
-
 def _check_name(name: object) -> None:
-    """An axiom name is a plain name: no path separators, no '..', nothing absolute."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise pytest.UsageError(
-            f"axiom_audit({name!r}): an axiom name is letters, digits and . _ + - without '..' or path separators "
-            "(see `mechir-axioms list`)")
+    """An axiom name is a plain name (core.defaults.AXIOM_NAME_RULE), checked before any file is touched."""
+    if not is_axiom_name(name):
+        raise pytest.UsageError(f"axiom_audit({name!r}): an axiom name is {AXIOM_NAME_RULE} (see `mechir-axioms list`)")
 
 
-def _prepare_folder(folder: Path) -> bool:
-    """Make way for this session's audit of an axiom; True when an audit stopped part-way (a run killed by a
-    timeout, say) is left there: it is resumed, not lost. A finished audit is replaced only if the plugin wrote
-    it; a folder holding anything else is refused."""
-    if not folder.exists():
-        return False
-    if (folder / PLUGIN_MARK).is_file() and (folder / "manifest.json").is_file():
-        shutil.rmtree(folder)
-        return False
-    if (folder / "work" / "settings.json").is_file() and not (folder / "manifest.json").is_file():
-        return True
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-        return False
-    raise pytest.UsageError(
-        f"{folder} holds files the mechir-axioms plugin did not write; move them or choose another --mechir-report")
+def _report_folder(folder: Path) -> OutputFolder:
+    """The output folder of this session's audit of an axiom. An audit the plugin wrote there before is replaced
+    (a test run's output), or resumed if it stopped part-way (a run killed by a timeout, say); anything else
+    there is refused, and nothing of it is touched (see core.outputs)."""
+    unfinished = (folder / "work" / "settings.json").is_file() and not (folder / "manifest.json").is_file()
+    output = OutputFolder(folder, "audit", "continue" if unfinished else "replace", flag="--mechir-report",
+                          origin="pytest")
+    try:
+        output.check()
+    except MechirError as error:
+        raise pytest.UsageError(str(error)) from None
+    return output
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -14,6 +14,7 @@ import pytest
 from mechir_axioms import audit, compare
 from mechir_axioms.cli import main
 from mechir_axioms.comparing import newcombe_difference
+from mechir_axioms.core.outputs import LEDGER
 from processes import kill_once_written
 
 pytest_plugins = ["pytester"]
@@ -220,4 +221,5 @@ def test_plugin_resumes_its_audit_killed_midway(pytester, tiny, tmp_path):
     assert checkpoint.exists() and not (folder / "manifest.json").exists(), "the audit was not killed midway"
     result = pytester.runpytest_subprocess(*options)  # before the fix: "holds files the plugin did not write"
     result.assert_outcomes(passed=1)
-    assert (folder / "manifest.json").is_file() and (folder / ".mechir-pytest").is_file()
+    assert (folder / "manifest.json").is_file()
+    assert json.loads((folder / LEDGER).read_text())["origin"] == "pytest"  # still the plugin's, to be replaced

@@ -10,6 +10,7 @@ on the same queries (or pairs) are compared by the paired randomization test of 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,26 @@ def qrels_of(frame: pd.DataFrame) -> pd.DataFrame:
         raise DataError("the data hold no judged passages (no relevance grades); effectiveness needs judged data")
     return pd.DataFrame({"query_id": judged["qid"].astype(str), "doc_id": judged["docno"].astype(str),
                          "relevance": judged["relevance"].astype(int)}).drop_duplicates(["query_id", "doc_id"])
+
+
+def check_judged_run(run: pd.DataFrame, qrels: pd.DataFrame, source: str, judged: str) -> None:
+    """Refuse a run (qid, docno rows) none of whose documents is judged in `qrels`, which would give every measure
+    0 before and after; warn, in one line, when some of its queries have no judged document."""
+    pairs = set(zip(qrels["query_id"], qrels["doc_id"]))
+    qids = run["qid"].astype(str).to_numpy()
+    hits = pd.Series([(qid, docno) in pairs for qid, docno in zip(qids, run["docno"].astype(str))], dtype=int)
+    per_query = hits.groupby(qids).sum()
+    if int(per_query.sum()) == 0:
+        raise DataError(f"{source}: none of the run's {len(run)} documents over {len(per_query)} queries is judged in "
+                        f"{judged}; rank documents that have relevance grades there (the same qid and docno)")
+    empty = per_query[per_query == 0].index
+    if len(empty):
+        unjudged = int((~empty.isin(qrels["query_id"])).sum())
+        warnings.warn(f"{source}: {len(empty)} of {len(per_query)} queries of the run have no judged document in "
+                      f"{judged} ({unjudged} of them are not judged at all and are left out; the other "
+                      f"{len(empty) - unjudged} count 0 before and after); judged documents per query: median "
+                      f"{per_query.median():g}, fewest {int(per_query.min())}, most {int(per_query.max())}",
+                      stacklevel=3)
 
 
 def run_of(frame: pd.DataFrame, scores: Sequence[float]) -> pd.DataFrame:

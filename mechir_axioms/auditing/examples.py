@@ -3,6 +3,7 @@ patterns of the strongest heads on them."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -32,13 +33,42 @@ def example_rows(scored: pd.DataFrame, lengths: torch.Tensor, axiom: Axiom, coun
 
 
 def pair_tokens(ranker: Ranker, pairs: PairSet, row: int) -> tuple[list[str], list[str]]:
-    """The baseline and perturbed tokens of one pair's hooked sequence."""
+    """The baseline and perturbed tokens of one pair's hooked sequence, as the report shows them: a byte-level BPE
+    tokenizer's (GPT-2, RoBERTa, Qwen, Llama 3) decoded one by one ("Ġthe" as " the"), others' as they are
+    (WordPiece keeps "##ing", so BERT reports are unchanged)."""
     length = int(pairs.tensors["length"][row])
+    tokenizer = ranker.tokenizer
+    specials = set(tokenizer.all_special_tokens) if byte_level(tokenizer) else None
     baseline, perturbed = (
-        ranker.tokenizer.convert_ids_to_tokens(pairs.tensors[f"{which}_input_ids"][row, :length].tolist())
+        [token if specials is None else _shown(tokenizer, token, specials)
+         for token in tokenizer.convert_ids_to_tokens(pairs.tensors[f"{which}_input_ids"][row, :length].tolist())]
         for which in ("baseline", "perturbed")
     )
     return baseline, perturbed
+
+
+def byte_level(tokenizer: Any) -> bool:
+    """Does the tokenizer write its tokens as byte-level BPE symbols (a space as "Ġ", a newline as "Ċ")?"""
+    if hasattr(tokenizer, "byte_decoder"):  # the slow GPT-2 / RoBERTa / Qwen2 tokenizers
+        return True
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    if decoder is None:
+        return False
+    try:
+        state = json.loads(decoder.__getstate__())
+    except (TypeError, ValueError, AttributeError):
+        return False
+    parts = state.get("decoders", [state]) if state.get("type") == "Sequence" else [state]
+    return any(part.get("type") == "ByteLevel" for part in parts)
+
+
+def _shown(tokenizer: Any, token: str, specials: set[str]) -> str:
+    """A byte-level token as text; the token itself when it is special or only part of a character's bytes."""
+    if token in specials:
+        return token
+    text = tokenizer.convert_tokens_to_string([token])
+    return token if not text or "\ufffd" in text else text
 
 
 def blocks_frame(axiom: Axiom, result: PatchResult, rows: list[int], ranker: Ranker, pairs: PairSet) -> pd.DataFrame:

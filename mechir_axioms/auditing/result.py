@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 
 from ..analysis.findings import strongest_first
-from ..core.errors import SettingsError
-from ..core.files import write_atomically, write_json
+from ..core.errors import DataError, SettingsError
+from ..core.outputs import OutputFolder, Writer, writing_to
 from ..report.render import render
 from ..report.summary import audit_summary
 
@@ -20,6 +20,24 @@ OPTIONAL_FRAMES = ("paths",)
 """Frames an audit saved before they existed lacks; they load as empty frames."""
 RESULT_FILES = (*(f"{name}.parquet" for name in FRAMES if name not in OPTIONAL_FRAMES), "attention.json",
                 "manifest.json")
+READ_FIELDS: dict[str, tuple[str, ...]] = {
+    "axioms.parquet": ("axiom", "title", "expect", "n_pairs", "agreement", "agreement_low", "agreement_high",
+                       "mean_delta", "mean_low", "mean_high", "median_delta", "median_low", "median_high", "wilcoxon_p",
+                       "wilcoxon_alternative", "verdict", "encodes", "violates", "cells_encodes", "cells_violates"),
+    "heads.parquet": ("axiom", "layer", "head", "name", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag"),
+    "cells.parquet": ("axiom", "component", "layer", "region", "effect", "ci_low", "ci_high", "p_value", "q_value",
+                      "flag", "n"),
+    "blocks.parquet": ("axiom", "example", "pair", "component", "layer", "position", "token", "baseline_token", "effect"),
+    "pairs.parquet": ("qid", "docno", "delta", "axiom", "pair"),
+    "paths.parquet": ("axiom", "sender", "sender_layer", "sender_head", "receiver", "effect", "ci_low", "ci_high",
+                      "q_value", "flag", "name", "n"),
+    "manifest.json": ("settings", "model", "axioms"),
+}
+"""What report, compare and figure read from each saved file, unconditionally (columns or keys): a file lacking
+one is refused on loading. Columns the readers look for first (a TOST margin, a head's replication or measured
+method) are left out, so audits saved before them still load."""
+UNMEASURED = ("blocks", "paths")
+"""Frames an audit saves with no rows and no columns when it did not measure them."""
 
 
 @dataclass
@@ -42,18 +60,18 @@ class Audit:
     folder: Path | None = None
     paths: pd.DataFrame = field(default_factory=pd.DataFrame)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the frames (Parquet), attention.json, report.html and, last, manifest.json into `folder`."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in FRAMES:
-            frame: pd.DataFrame = getattr(self, name)
-            write_atomically(folder / f"{name}.parquet", lambda path, frame=frame: frame.to_parquet(path, index=False))
-        write_json(folder / "attention.json", self.attention)
-        write_atomically(folder / "report.html", lambda path: path.write_text(render(self), encoding="utf-8"))
-        write_json(folder / "manifest.json", self.manifest)  # last: a folder with a manifest is a finished audit
-        self.folder = folder
-        return folder
+    def save(self, folder: str | Path | Writer) -> Path:
+        """Write the frames (Parquet), attention.json, report.html and, last, manifest.json into `folder`: a path
+        (claimed as an audit's output folder, replacing only an audit saved there before) or a held output
+        folder (see core.outputs)."""
+        with writing_to(folder, "audit") as out:
+            for name in FRAMES:
+                out.write_frame(f"{name}.parquet", getattr(self, name))
+            out.write_json("attention.json", self.attention)
+            out.write_text("report.html", render(self))
+            out.write_json("manifest.json", self.manifest)  # last: a folder with a manifest is a finished audit
+            self.folder = out.root
+        return self.folder
 
     @property
     def report_path(self) -> Path | None:
@@ -79,17 +97,58 @@ class Audit:
         return suggest_interventions(self, **options)
 
 
+DAMAGED = "the saved audit is damaged; audit again into a new folder"
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    """One saved frame, refused in one sentence when it is no Parquet file or lacks a column the readers need."""
+    import pyarrow
+
+    try:
+        frame = pd.read_parquet(path)
+    except (pyarrow.ArrowException, ValueError) as error:
+        raise DataError(f"{path} cannot be read as a Parquet file (it is truncated or not Parquet); {DAMAGED}") from error
+    if path.stem in UNMEASURED and frame.empty and not len(frame.columns):
+        return frame
+    _check_fields(path, frame.columns)
+    return frame
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """A saved JSON object, refused in one sentence when it is not valid JSON, not an object or lacks a key."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # invalid JSON or not UTF-8
+        raise DataError(f"{path} is not valid JSON ({getattr(error, 'msg', 'not UTF-8 text')}); {DAMAGED}") from error
+    if not isinstance(value, dict):
+        raise DataError(f"{path} holds a JSON {type(value).__name__}, where a JSON object is needed; {DAMAGED}")
+    _check_fields(path, value)
+    return value
+
+
+def _check_fields(path: Path, present: Any) -> None:
+    missing = [name for name in READ_FIELDS.get(path.name, ()) if name not in present]
+    if missing:
+        what = "column" if path.suffix == ".parquet" else "key"
+        raise DataError(f"{path} lacks the {what}(s) {', '.join(map(repr, missing))} that mechir-axioms reads; "
+                        f"{DAMAGED}")
+
+
 def load_audit(folder: str | Path) -> Audit:
-    """Read a saved audit back from its folder."""
+    """Read a saved audit back from its folder; a damaged file is refused in one sentence that names it."""
     folder = Path(folder)
+    if not folder.exists():
+        raise SettingsError(f"{folder} does not exist; give the folder of a saved audit")
+    if not folder.is_dir():
+        raise SettingsError(f"{folder} is a file, not a folder; give the folder of a saved audit")
     missing = [name for name in RESULT_FILES if not (folder / name).is_file()]
     if missing:
         raise SettingsError(f"{folder} is not a finished audit: missing {', '.join(missing)}")
     return Audit(
-        **{name: pd.read_parquet(folder / f"{name}.parquet") if (folder / f"{name}.parquet").is_file()
+        **{name: _read_frame(folder / f"{name}.parquet") if (folder / f"{name}.parquet").is_file()
            else pd.DataFrame() for name in FRAMES},
-        attention=json.loads((folder / "attention.json").read_text()),
-        manifest=json.loads((folder / "manifest.json").read_text()),
+        attention=_read_object(folder / "attention.json"),
+        manifest=_read_object(folder / "manifest.json"),
         folder=folder,
     )
 
@@ -97,6 +156,5 @@ def load_audit(folder: str | Path) -> Audit:
 def rerender(folder: str | Path) -> Path:
     """Re-render report.html of a saved audit from its results (and the spec text saved with it)."""
     audit = load_audit(folder)
-    path = Path(folder) / "report.html"
-    write_atomically(path, lambda temporary: temporary.write_text(render(audit), encoding="utf-8"))
-    return path
+    with OutputFolder(folder, "audit", "continue", flag="") as out:
+        return out.write_text("report.html", render(audit))

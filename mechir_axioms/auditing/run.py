@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..analysis.findings import Changes, behaviour, effects_frame, equivalence_margin, replication
+from ..core.outputs import OutputFolder
 from ..executing.base import Executor
 from ..executing.jobs import Job
 from ..executing.registry import running
@@ -32,7 +33,7 @@ from ..patching.api import patch
 from ..patching.plan import BLOCK_COMPONENTS, plan
 from ..patching.runs import sharing_clean_runs
 from ..specs.axiom import Axiom, load_axiom
-from .checkpoints import Checkpoints
+from .checkpoints import RESUME_ADVICE, Checkpoints
 from .chunks import both_directions
 from .circuits import path_changes
 from .examples import attention_patterns, blocks_frame, example_rows, pair_tokens, top_heads
@@ -95,7 +96,7 @@ def audit(
     examples: int = DEFAULTS.examples,
     stability: int = DEFAULTS.stability,
     batch_size: int = DEFAULTS.batch_size,
-    folder: str | Path | None = None,
+    folder: str | Path | OutputFolder | None = None,
     resume: bool = False,
     progress: bool = True,
     executor: str | Executor = "local",
@@ -117,7 +118,8 @@ def audit(
     below which a pair counts as unchanged; such pairs are left out of patching; `equivalence` sets the TOST
     margin of no_change axioms (a fraction of the scores' standard deviation). `stability=R` adds each
     flag's replication rate over R random query-disjoint half splits. With `folder`, every finished step
-    is checkpointed; `resume=True` continues an interrupted audit. `executor` runs the patching chunks: "local"
+    is checkpointed; `resume=True` continues an interrupted audit. The folder holds nothing but the audit:
+    one that holds files the tool did not write is refused (see core.outputs). `executor` runs the patching chunks: "local"
     (this process), "ray" (a local Ray cluster, or the one `ray.init` joined), or an Executor such as
     RayExecutor(address, workers); the results are the same whichever runs them.
     """
@@ -125,23 +127,39 @@ def audit(
     settings = Settings(names, None, None, n, seed, tuple(targets), method, verify, margin, threshold, alpha,
                         tolerance, equivalence, cell_pairs, path_pairs, examples, stability, batch_size)  # fails first
     specs = [axiom if isinstance(axiom, Axiom) else load_axiom(axiom) for axiom in axioms]
+    if folder is not None and not isinstance(folder, OutputFolder):
+        audit_folder(folder, resume).check()  # a folder that cannot be written fails here, before any work
     frame, source = load_data(data)  # bad data fails here, before the model loads
     for spec in specs:
         check_selection(spec, frame, source)
     if not isinstance(ranker, Ranker):
         ranker = load_ranker(ranker)
     settings = replace(settings, axioms=tuple(spec.name for spec in specs), model=ranker.name, data=source)
-    folder = Path(folder) if folder is not None else None
     fingerprint = ranker.fingerprint()
     identity = {"model": fingerprint, "data_hash": data_hash(frame), "spec_hashes": {spec.name: spec.spec_hash for spec in specs}}
-    with (running(executor) as runner, sharing_clean_runs(),
-          Checkpoints(folder, settings.describe(), resume, identity) as work):
+    with (_output(folder, resume) as out, running(executor) as runner, sharing_clean_runs(),
+          Checkpoints(out, settings.describe(), identity) as work):
         runner.bind(ranker)
         result = _run(ranker, specs, data, source, settings, work, runner, identity, progress)
         result.manifest.update(unjudged_note(frame))  # nothing for judged data
-        if folder is not None:
-            result.save(folder)
+        if out is not None:
+            result.save(out)
     return result
+
+
+def audit_folder(folder: str | Path, resume: bool = False) -> OutputFolder:
+    """The output folder of an audit (not yet claimed): continued with `resume`, else refused if it holds one."""
+    return OutputFolder(folder, "audit", "continue" if resume else "refuse", advice=RESUME_ADVICE)
+
+
+@contextmanager
+def _output(folder: str | Path | OutputFolder | None, resume: bool) -> Iterator[OutputFolder | None]:
+    """The audit's claimed output folder (None: kept in memory); a part of a bigger output is entered as given."""
+    if folder is None:
+        yield None
+        return
+    with folder if isinstance(folder, OutputFolder) else audit_folder(folder, resume) as out:
+        yield out
 
 
 def _run(ranker: Ranker, specs: list[Axiom], data: DataSource, source: str, settings: Settings, work: Checkpoints,

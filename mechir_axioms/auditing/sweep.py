@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,19 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..core.errors import SettingsError
-from ..core.files import write_atomically, write_json
+from ..core.errors import SettingsError, SpecError
+from ..core.outputs import OutputFolder, Writer, writing_to
 from ..executing.base import Executor
 from ..executing.registry import running
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
+from ..pairs.compile import check_filler, vocabulary_of
 from ..pairs.data import DataSource, load_data
-from ..perturb.operators import OPERATORS
+from ..perturb.operators import OPERATORS, POSITIONS
 from ..report.summary import sweep_summary
 from ..report.sweep import render_sweep
-from ..specs.axiom import Axiom, load_axiom
+from ..specs.axiom import FILLS, Axiom, load_axiom
+from .checkpoints import RESUME_ADVICE
 from .result import Audit
 from .run import audit
 
@@ -35,6 +38,32 @@ FACTORS = ("filler", "position", "seed", "baseline")
 and how the baseline slot is filled (filler words, masked padding or another term)."""
 FILLERS = ("a", "the", "and")
 """The default fillers: single-wordpiece words in every packaged tokenizer."""
+SEED_MAX = 2**32 - 1
+"""The largest seed: pandas' random_state and NumPy's RandomState take seeds from 0 to 2**32 - 1 (default_rng
+takes more, torch.manual_seed up to 2**64 - 1), and a sweep stores each variant's seed as a 64-bit integer."""
+SEED_RULE = f"seeds are integers from 0 to {SEED_MAX} (2**32 - 1)"
+
+
+def valid_seed(value: Any) -> bool:
+    """Is `value` a seed: an int (not a bool) from 0 to SEED_MAX?"""
+    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value <= SEED_MAX
+
+
+def check_vary(vary: Mapping[str, Sequence[Any]]) -> None:
+    """Refuse, before anything is loaded, a `vary` that names no factor or an unknown one, gives a factor no
+    list of values, or holds a seed that is not an integer from 0 to SEED_MAX."""
+    if not isinstance(vary, Mapping) or not vary:
+        raise SettingsError(f"vary={vary!r} names no factor to vary; give {{factor: [values]}} over "
+                            f"{', '.join(FACTORS)}, or vary=None for the default sweep")
+    unknown = sorted(map(str, set(vary) - set(FACTORS)))
+    if unknown:
+        raise SettingsError(f"vary={dict(vary)!r}: cannot vary {', '.join(unknown)}; use {', '.join(FACTORS)}")
+    for factor, values in vary.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise SettingsError(f"vary[{factor!r}]={values!r} is not valid; give a non-empty list of values")
+    bad = [value for value in vary.get("seed", ()) if not valid_seed(value)]
+    if bad:
+        raise SettingsError(f"vary['seed'] holds {bad[0]!r}; {SEED_RULE}")
 
 
 @dataclass(frozen=True)
@@ -57,33 +86,68 @@ def default_vary(spec: Axiom, seed: int) -> dict[str, list[Any]]:
         vary["filler"] = list(dict.fromkeys([spec.baseline.filler, *FILLERS]))[:3]
     if "position" in OPERATORS[spec.perturb.operation].params:
         vary["position"] = list(dict.fromkeys([spec.perturb["position"], "end", "start"]))
-    vary["seed"] = [seed, seed + 1, seed + 2]
+    vary["seed"] = [seed, seed + 1, seed + 2] if seed + 2 <= SEED_MAX else [seed, seed - 1, seed - 2]
     return vary
 
 
 def variants_of(spec: Axiom, vary: Mapping[str, Sequence[Any]], seed: int) -> list[tuple[Variant, Axiom, int]]:
-    """The reference and one variant per value that differs from it, one factor at a time: (variant, spec, seed)."""
-    unknown = sorted(set(vary) - set(FACTORS))
-    if unknown:
-        raise SettingsError(f"vary={dict(vary)!r}: cannot vary {', '.join(unknown)}; use {', '.join(FACTORS)}")
+    """The reference and one variant per value that differs from it, one factor at a time: (variant, spec, seed).
+
+    Every value is checked against what the spec allows (SettingsError naming it), and a `vary` under which
+    nothing differs from the reference is refused: it would be one audit, not a sweep."""
+    check_vary(vary)
     reference = {"filler": spec.baseline.filler, "position": spec.perturb.params.get("position"), "seed": seed,
                  "baseline": spec.baseline.fill}
     variants = [(Variant(None, None), spec, seed)]
     for factor, values in vary.items():
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-            raise SettingsError(f"vary[{factor!r}]={values!r} is not valid; give a non-empty list of values")
         for value in values:
+            _check_value(spec, factor, value)
             if value == reference[factor]:
                 continue
             if factor == "seed":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise SettingsError(f"vary['seed'] holds {value!r}; seeds are integers of at least 0")
                 variants.append((Variant(factor, value), spec, value))
                 continue
             key = {"filler": "filler", "position": "position", "baseline": "fill"}[factor]
             overrides = {key: value, **({"term": "unrelated"} if factor == "baseline" and value == "term" else {})}
-            variants.append((Variant(factor, value), spec(**overrides), seed))
+            try:
+                design = spec(**overrides)
+            except SpecError as error:
+                raise SettingsError(f"vary[{factor!r}] holds {value!r}, which {spec.name} does not allow ({error})") from None
+            variants.append((Variant(factor, value), design, seed))
+    if len(variants) == 1:
+        shown = ", ".join(f"{factor}={reference[factor]!r}" for factor in vary)
+        raise SettingsError(f"vary={dict(vary)!r} is not a sweep of {spec.name}: every value equals its reference "
+                            f"({shown}); give at least one other value")
     return variants
+
+
+def _check_value(spec: Axiom, factor: str, value: Any) -> None:
+    """Refuse a value a factor cannot take for `spec`: a position its operation has no slot for or does not know,
+    a baseline fill that is not one of FILLS, a filler that is not a non-empty word."""
+    if factor == "position":
+        if "position" not in OPERATORS[spec.perturb.operation].params:
+            raise SettingsError(f"vary['position'] holds {value!r}, but {spec.name}'s operation "
+                                f"{spec.perturb.operation!r} takes no position; leave position out of vary")
+        if value not in POSITIONS:
+            raise SettingsError(f"vary['position'] holds {value!r}; positions are {', '.join(POSITIONS)}")
+    if factor == "baseline" and value not in FILLS:
+        raise SettingsError(f"vary['baseline'] holds {value!r}; baselines are {', '.join(FILLS)}")
+    if factor == "filler" and (not isinstance(value, str) or not value.strip()):
+        raise SettingsError(f"vary['filler'] holds {value!r}; fillers are non-empty words (such as 'a', 'the', 'and')")
+
+
+def check_fillers(plan: Sequence[tuple[Axiom, Variant, Axiom, int]], ranker: Ranker) -> None:
+    """Refuse, before any audit runs, a filler variant that is not one token for the ranker's tokenizer (a
+    baseline slot of n tokens is filled with n fillers) or that holds one of its special tokens."""
+    vocabulary = vocabulary_of(ranker)
+    for _, variant, design, _ in plan:
+        if variant.factor != "filler":
+            continue
+        pieces = vocabulary.length(variant.value)
+        if pieces != 1:
+            raise SettingsError(f"vary['filler'] holds {variant.value!r}, which is {pieces} tokens for "
+                                f"{ranker.name}'s tokenizer; sweep fillers must be single tokens (such as 'a', 'the', 'and')")
+        check_filler(design, ranker)
 
 
 @dataclass
@@ -105,16 +169,16 @@ class Sweep:
         rows = self.stability[(self.stability["axiom"] == axiom) & (self.stability["frame"] == frame)]
         return rows.loc[rows["holds"], "name"].tolist()
 
-    def save(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("variants", "stability"):
-            frame: pd.DataFrame = getattr(self, name)
-            write_atomically(folder / f"{name}.parquet", lambda path, frame=frame: frame.to_parquet(path, index=False))
-        write_atomically(folder / "report.html", lambda path: path.write_text(render_sweep(self), encoding="utf-8"))
-        write_json(folder / "sweep.json", self.manifest)
-        self.folder = folder
-        return folder
+    def save(self, folder: str | Path | Writer) -> Path:
+        """Write variants.parquet, stability.parquet, report.html and, last, sweep.json into `folder` (a path, claimed
+        as a sweep's output folder, or a held one; see core.outputs)."""
+        with writing_to(folder, "sweep") as out:
+            for name in ("variants", "stability"):
+                out.write_frame(f"{name}.parquet", getattr(self, name))
+            out.write_text("report.html", render_sweep(self))
+            out.write_json("sweep.json", self.manifest)
+            self.folder = out.root
+        return self.folder
 
     @property
     def report_path(self) -> Path | None:
@@ -179,21 +243,47 @@ def sweep(
     """
     specs = [axiom if isinstance(axiom, Axiom) else load_axiom(axiom)
              for axiom in ([axioms] if isinstance(axioms, (str, Axiom)) else axioms)]
+    if not valid_seed(seed):
+        raise SettingsError(f"seed={seed!r} is not valid; {SEED_RULE}")
+    if vary is not None:
+        check_vary(vary)
+    plan = [(spec, *item) for spec in specs
+            for item in variants_of(spec, default_vary(spec, seed) if vary is None else vary, seed)]
+    output = None if folder is None else sweep_folder(folder, resume)
+    if output is not None:
+        output.check()  # before the data and the model load
+        for spec, variant, *_ in plan:
+            output.path(spec.name, variant.label)  # each variant's folder name is checked before any audit
     frame, _ = load_data(data)
     if not isinstance(ranker, Ranker):
         ranker = load_ranker(ranker)
+    check_fillers(plan, ranker)  # every variant is valid before the first audit runs
     options = {"examples": 0, **options}
-    plan = [(spec, *item) for spec in specs for item in variants_of(spec, vary or default_vary(spec, seed), seed)]
-    folder = Path(folder) if folder is not None else None
     audits: dict[tuple[str, str], Audit] = {}
-    rows, factors = [], {}
-    with running(executor) as runner:
+    factors: dict[str, str | None] = {}
+    with running(executor) as runner, output if output is not None else nullcontext() as out:
         for spec, variant, design, variant_seed in tqdm(plan, desc="sweep", unit="audit", disable=not progress):
-            where = folder / spec.name / variant.label if folder is not None else None
+            where = None if out is None else out.part(f"{spec.name}/{variant.label}", "audit",
+                                                      "continue" if resume else "refuse")
             audits[spec.name, variant.label] = audit(
-                ranker, [design], frame, seed=variant_seed, folder=where, resume=resume and where is not None
-                and where.is_dir(), progress=False, executor=runner, **options)
+                ranker, [design], frame, seed=variant_seed, folder=where, progress=False, executor=runner, **options)
             factors[variant.label] = variant.factor
+        result = _sweep_result(plan, audits, factors, specs, vary, seed, options, ranker)
+        if out is not None:
+            result.save(out)
+    return result
+
+
+def sweep_folder(folder: str | Path, resume: bool = False) -> OutputFolder:
+    """The output folder of a sweep (not yet claimed): continued with `resume`, else refused if it holds one."""
+    return OutputFolder(folder, "sweep", "continue" if resume else "refuse", advice=RESUME_ADVICE)
+
+
+def _sweep_result(plan: list[tuple[Axiom, Variant, Axiom, int]], audits: dict[tuple[str, str], Audit],
+                  factors: dict[str, str | None], specs: list[Axiom], vary: Mapping[str, Sequence[Any]] | None,
+                  seed: int, options: dict[str, Any], ranker: Ranker) -> Sweep:
+    """The sweep's frames and manifest from its variants' audits."""
+    rows = []
     for spec, variant, design, variant_seed in plan:
         result = audits[spec.name, variant.label]
         behaviour = result.axioms.iloc[0]
@@ -209,7 +299,4 @@ def sweep(
     manifest = {"axioms": [spec.name for spec in specs], "vary": {k: list(v) for k, v in (vary or {}).items()},
                 "default_vary": vary is None, "seed": seed, "options": json.loads(json.dumps(options, default=list)),
                 "model": ranker.name, "kind": ranker.kind}
-    result = Sweep(pd.DataFrame(rows), stability(audits, factors), audits, manifest)
-    if folder is not None:
-        result.save(folder)
-    return result
+    return Sweep(pd.DataFrame(rows), stability(audits, factors), audits, manifest)

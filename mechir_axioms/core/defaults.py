@@ -6,6 +6,8 @@ options imports neither torch nor transformers, and each fact still has one sour
 
 from __future__ import annotations
 
+import re
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """The name the packaged default ranker (the `default-model` extra) goes by."""
 DEFAULT_AXIOMS = ("TFC1", "TDC", "LNC1", "STMC1", "NULL")
@@ -27,3 +29,12 @@ EXECUTORS = ("local", "ray")
 INTERVENTION_OPS = ("ablate", "mean", "scale")
 """What an intervention does to the named heads' outputs (models.interventions implements each)."""
 VERDICTS = ("satisfied", "violated", "inconclusive")  # what an axiom's behaviour can be judged
+
+AXIOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+AXIOM_NAME_RULE = "letters, digits and . _ + -, beginning with a letter or digit, without '..' or path separators"
+"""What an axiom's name may be, wherever it is read (specs, the pytest plugin): it names folders of results."""
+
+
+def is_axiom_name(name: object) -> bool:
+    """Is `name` a plain axiom name (safe to join into a path: no separators, no '..', nothing absolute)?"""
+    return isinstance(name, str) and bool(AXIOM_NAME.fullmatch(name)) and ".." not in name

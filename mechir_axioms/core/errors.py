@@ -29,3 +29,11 @@ class SettingsError(MechirError, ValueError):
 
 class WorkerError(MechirError, RuntimeError):
     """A worker of a distributed audit failed for good: says what was saved and how to continue."""
+
+
+class NonFiniteError(MechirError, ArithmeticError):
+    """A ranker gave NaN or infinite scores: says for how many pairs, under which intervention, and what to change."""
+
+
+class OutputError(MechirError, OSError):
+    """A result that cannot be written where asked (a read-only folder, a full disk): names the path given."""

@@ -14,7 +14,11 @@ this process's count.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import signal
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -32,6 +36,8 @@ RESTARTS = 3
 """How often Ray restarts a dead worker, and retries the chunks it held, before the audit stops."""
 IN_FLIGHT = 2
 """Chunks queued per worker, so that a worker starts its next chunk while the last result travels."""
+CONNECT_TIMEOUT = 30.0
+"""Seconds to wait for a Ray cluster at a given address before giving up (Ray itself retries for many minutes)."""
 
 
 def import_ray() -> Any:
@@ -69,15 +75,21 @@ class RayExecutor(Executor):
     """Chunks on Ray actors. `address` is a running cluster's ("auto", "ray://host:10001"); None joins the
     cluster this process already initialised, or starts a local one. Without GPUs each worker takes `threads`
     CPUs and runs that many torch threads (default: as many as this process); with GPUs each takes one GPU and
-    `threads` does not apply. `workers` defaults to the cluster's GPUs, or to its CPUs divided by `threads`."""
+    `threads` does not apply. `workers` defaults to the cluster's GPUs, or to its CPUs divided by `threads`.
+    Joining a cluster (an `address`, or RAY_ADDRESS) gives up after `connect_timeout` seconds with a WorkerError."""
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None, threads: int | None = None):
+    def __init__(self, address: str | None = None, workers: int | None = None, threads: int | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT):
         for name, value in (("workers", workers), ("threads", threads)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise SettingsError(f"{name}={value!r} is not valid; use an integer of at least 1, or leave it out")
+        if (isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float))
+                or not math.isfinite(connect_timeout) or connect_timeout <= 0):
+            raise SettingsError(f"connect_timeout={connect_timeout!r} is not valid; use a number of seconds above 0")
         self.address, self.workers, self.threads = address, workers, threads
+        self.connect_timeout = float(connect_timeout)
         self.ray = import_ray()
         self.ranker: Ranker | None = None
         self.actors: list[Any] = []
@@ -136,8 +148,14 @@ class RayExecutor(Executor):
         ray = self.ray
         if not ray.is_initialized():
             try:
-                ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING,
-                         log_to_driver=False)
+                options = {"address": self.address, "include_dashboard": False, "logging_level": logging.WARNING,
+                           "log_to_driver": False}
+                if self.address or os.environ.get("RAY_ADDRESS"):  # joining a cluster: Ray retries for minutes
+                    _init_within(ray, options, self.connect_timeout, self.address or os.environ["RAY_ADDRESS"])
+                else:
+                    ray.init(**options)
+            except WorkerError:
+                raise
             except (ConnectionError, RuntimeError, ValueError) as error:
                 where = f"at {self.address}" if self.address else "on this machine"
                 raise WorkerError(f"cannot start or reach a Ray cluster {where} ({error}); start one with "
@@ -207,6 +225,60 @@ class RayExecutor(Executor):
             if self._started_ray:
                 self.ray.shutdown()
         self._started_ray = False
+
+
+class _NotMainThread(logging.Filter):
+    """Drops Ray's warning that ray.init outside the main thread sets no SIGTERM handler (harmless here)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def _init_within(ray: Any, options: dict[str, Any], timeout: float, address: str) -> None:
+    """ray.init(**options), given up after `timeout` seconds with a WorkerError naming the address.
+
+    Ray retries an unreachable cluster for many minutes inside native code, where neither a deadline nor
+    SIGTERM reaches it, so the call runs in a daemon thread that this one waits for. Past the deadline the thread
+    is abandoned: its attempts are cut to about one per 30 s of the timeout (RAY_gcs_server_port_wait_time_s,
+    unless set), and a connection it makes after all is shut down again."""
+    done, lock, state = threading.Event(), threading.Lock(), {"connected": False, "abandoned": False}
+
+    def connect() -> None:
+        try:
+            ray.init(**options)
+            with lock:
+                state["connected"] = True
+                late = state["abandoned"]
+            if late:
+                ray.shutdown()
+        except BaseException as error:  # noqa: BLE001  (handed to the waiting thread)
+            state["error"] = error
+        finally:
+            done.set()
+
+    quiet, logger = _NotMainThread(), logging.getLogger("ray._private.worker")
+    attempts = "RAY_gcs_server_port_wait_time_s"
+    preset = os.environ.get(attempts)
+    if preset is None:
+        os.environ[attempts] = str(max(1, math.ceil(timeout / 30)))
+    logger.addFilter(quiet)
+    try:
+        threading.Thread(target=connect, name="ray-connect", daemon=True).start()
+        finished = done.wait(timeout)
+    finally:
+        logger.removeFilter(quiet)
+        if preset is None:
+            os.environ.pop(attempts, None)
+    with lock:
+        given_up = not finished and not state["connected"]
+        state["abandoned"] = given_up
+    if given_up:
+        raise WorkerError(f"cannot reach a Ray cluster at {address} within {timeout:g} seconds (connect_timeout, "
+                          "--ray-timeout); check the address and that `ray start --head` runs there, or allow longer")
+    if "error" in state:
+        raise state["error"]
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init in this thread does
 
 
 def _shipped(ray: Any, ranker: Ranker) -> Any:

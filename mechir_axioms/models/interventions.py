@@ -82,6 +82,9 @@ def parse_head(item: HeadLike) -> Head:
 
 def parse_heads(heads: str | Sequence[HeadLike]) -> tuple[Head, ...]:
     """Heads from "3.2,3.7" or a list of "L.H" / (layer, head); duplicates dropped, order kept."""
+    if not isinstance(heads, (str, Sequence)):
+        raise SettingsError(f"heads={heads!r} is not valid; name heads as \"3.2,3.7\" or a list of \"L.H\" strings or "
+                            "(layer, head) pairs")
     items = [part for part in heads.split(",") if part.strip()] if isinstance(heads, str) else list(heads)
     return tuple(dict.fromkeys(parse_head(item) for item in items))
 
@@ -142,11 +145,18 @@ def _steer_hook(vector: torch.Tensor) -> HookFn:
     return add
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
 def _check_op(op: str, factor: float | None, reference: Any) -> None:
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise SettingsError(f"op={op!r} is not valid; use one of {', '.join(OPS)}")
     if op == "scale" and (factor is None or isinstance(factor, bool) or not isinstance(factor, (int, float))
-                          or not math.isfinite(factor)):
+                          or not _finite(factor)):
         raise SettingsError(f"factor={factor!r} is not valid; op='scale' needs a finite number (e.g. factor=2)")
     if op != "scale" and factor is not None:
         raise SettingsError(f"factor={factor!r} applies to op='scale' only; leave it out for op={op!r}")
@@ -154,10 +164,63 @@ def _check_op(op: str, factor: float | None, reference: Any) -> None:
         raise SettingsError("op='mean' needs reference=(queries, passages): the pairs over which each head's mean is taken")
     if op != "mean" and reference is not None:
         raise SettingsError(f"reference applies to op='mean' only; leave it out for op={op!r}")
+    if op == "mean" and not (isinstance(reference, int) and not isinstance(reference, bool)):
+        reference_pairs(reference)
+    elif op == "mean" and reference < 1:  # assess_intervention's number of judged reference pairs
+        raise SettingsError(f"reference={reference!r} is not valid; use a number of reference pairs of at least 1")
+
+
+def reference_pairs(reference: Any) -> tuple[list[str], list[str]]:
+    """op "mean"'s reference=(queries, passages) as two lists of strings; SettingsError unless they are two
+    non-empty, equally long sequences of strings."""
+    wanted = "op='mean' needs reference=(queries, passages), two equally long, non-empty lists of strings"
+    if isinstance(reference, (str, bytes)) or not isinstance(reference, Sequence):
+        raise SettingsError(f"reference={_shown(reference)} is not valid; {wanted}")
+    parts = list(reference)
+    if len(parts) != 2:
+        raise SettingsError(f"reference has {len(parts)} parts, not 2; {wanted}")
+    texts = []
+    for label, part in zip(("queries", "passages"), parts):
+        if isinstance(part, (str, bytes)) or not (hasattr(part, "__iter__") and hasattr(part, "__len__")):
+            raise SettingsError(f"reference {label} is {_shown(part)}, not a list of strings; {wanted}")
+        part = list(part)
+        bad = next((i for i, text in enumerate(part) if not isinstance(text, str)), None)
+        if bad is not None:
+            raise SettingsError(f"reference {label}[{bad}] is {_shown(part[bad])}, not a string; {wanted}")
+        texts.append(part)
+    queries, passages = texts
+    if not queries or not passages:
+        raise SettingsError(f"reference has {len(queries)} queries and {len(passages)} passages; {wanted}, as the "
+                            "heads' means are taken over those pairs")
+    if len(queries) != len(passages):
+        raise SettingsError(f"reference has {len(queries)} queries and {len(passages)} passages; {wanted}, "
+                            "paired one to one")
+    return queries, passages
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _check_factor(ranker: Ranker, op: str, factor: float | None) -> None:
+    """Refuse a scale factor that the model's dtype cannot hold (it would make every scaled head inf)."""
+    largest = torch.finfo(ranker.dtype).max
+    if op == "scale" and factor is not None and abs(factor) > largest:
+        raise SettingsError(f"factor={factor!r} is not valid for {ranker.name}: it overflows the model's dtype "
+                            f"{_dtype(ranker)} (largest {largest:.3g}); use a much smaller factor")
+
+
+def _dtype(ranker: Ranker) -> str:
+    return str(ranker.dtype).removeprefix("torch.")
 
 
 def _check_steer(ranker: Ranker, steer: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The steer vectors as 1-D tensors on the ranker's device; SettingsError naming a bad site or shape."""
+    if not isinstance(steer, Mapping):
+        raise SettingsError(f"steer={_shown(steer)} is not valid; give {{site: vector}}, e.g. "
+                            f"{{'{act_name('resid_post', 0)}': a vector of the model's width}}")
     width = ranker.stack.embed.weight.shape[-1]
     vectors = {}
     for site, vector in steer.items():
@@ -165,12 +228,38 @@ def _check_steer(ranker: Ranker, steer: Mapping[str, torch.Tensor]) -> dict[str,
         if known is None or known.n_heads is not None or known.at == "pattern":
             raise SettingsError(f"steer site {site!r} is not a residual site of {ranker.name}; use one such as "
                                 f"{act_name('resid_post', 0)} (layers 0-{ranker.n_layers - 1})")
-        vector = torch.as_tensor(vector)
+        try:
+            vector = torch.as_tensor(vector).detach()
+        except (TypeError, ValueError, RuntimeError):
+            vector = None
+        if vector is None or vector.dtype == torch.bool or vector.is_complex():
+            raise SettingsError(f"steer vector for {site!r} is {_shown(steer[site])}; it must be real numbers "
+                                f"(a tensor or list of {width} floats)")
         if tuple(vector.shape) != (width,):
             raise SettingsError(f"steer vector for {site!r} has shape {tuple(vector.shape)}; it must be ({width},), "
                                 "the model's width")
-        vectors[site] = vector.detach().to(ranker.device, ranker.dtype)
+        _check_magnitude(ranker, site, vector.to(torch.float64))
+        vectors[site] = vector.to(ranker.device, ranker.dtype)
     return vectors
+
+
+def _check_magnitude(ranker: Ranker, site: str, vector: torch.Tensor) -> None:
+    """Refuse a steer vector with NaN or infinite entries, entries the model's dtype cannot hold, or a norm whose
+    square (which layer norms sum) overflows the model's arithmetic (at least float32)."""
+    finite = torch.isfinite(vector)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0, 0])
+        raise SettingsError(f"steer vector for {site!r} has {int((~finite).sum())} non-finite entries (the first at "
+                            f"index {first}: {float(vector[first])}); every entry must be a finite number")
+    largest, peak = torch.finfo(ranker.dtype).max, float(vector.abs().max())
+    if peak > largest:
+        raise SettingsError(f"steer vector for {site!r} has entries as large as {peak:.3g}, beyond the model's dtype "
+                            f"{_dtype(ranker)} (largest {largest:.3g}); use a much smaller vector")
+    limit = math.sqrt(max(largest, torch.finfo(torch.float32).max))
+    norm = float(vector.norm())
+    if norm > limit:
+        raise SettingsError(f"steer vector for {site!r} has norm {norm:.3g}; it must stay below {limit:.3g}, or the "
+                            "squares the model's layer norms sum overflow, so use a much smaller vector")
 
 
 def check_intervention(ranker: Ranker, heads: str | Sequence[HeadLike] = (), op: str = "ablate",
@@ -178,9 +267,10 @@ def check_intervention(ranker: Ranker, heads: str | Sequence[HeadLike] = (), op:
                        steer: Mapping[str, torch.Tensor] | None = None) -> tuple[tuple[Head, ...], dict[str, torch.Tensor]]:
     """Raise a SettingsError for an invalid intervention on `ranker`; else its heads and steer vectors."""
     _check_op(op, factor, reference)
+    _check_factor(ranker, op, factor)
     chosen = parse_heads(heads)
     check_heads(ranker, chosen)
-    vectors = _check_steer(ranker, steer or {})
+    vectors = _check_steer(ranker, {} if steer is None else steer)
     if not chosen and not vectors:
         raise SettingsError("the intervention changes nothing; name at least one head (heads=['3.2']) or a steer vector")
     return chosen, vectors
@@ -192,13 +282,18 @@ def plan_intervention(ranker: Ranker, heads: str | Sequence[HeadLike] = (), op: 
                       batch_size: int | None = None) -> tuple[Intervention, list[tuple[str, HookFn]]]:
     """Validate an intervention and build its hooks (computing the reference means for op "mean")."""
     chosen, vectors = check_intervention(ranker, heads, op, factor, reference, steer)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise SettingsError(f"batch_size={batch_size!r} is not valid; use a positive number of pairs per batch")
     by_layer: dict[int, list[int]] = {}
     for layer, head in chosen:
         by_layer.setdefault(layer, []).append(head)
     means: dict[int, torch.Tensor] = {}
     if op == "mean" and chosen:
-        queries, passages = reference  # type: ignore[misc]
-        means = head_means(ranker, list(queries), list(passages), list(by_layer), batch_size)
+        if isinstance(reference, int):
+            raise SettingsError(f"reference={reference!r} is not valid here; intervene needs reference=(queries, "
+                                "passages), the pairs over which each head's mean is taken")
+        queries, passages = reference_pairs(reference)
+        means = head_means(ranker, queries, passages, list(by_layer), batch_size)
     hooks = [(act_name("z", layer), _head_hook(op, heads_of, factor, means.get(layer)))
              for layer, heads_of in sorted(by_layer.items())]
     hooks += [(site, _steer_hook(vector)) for site, vector in vectors.items()]

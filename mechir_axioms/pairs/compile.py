@@ -76,13 +76,19 @@ def _strata_column(frame: pd.DataFrame, stratify: str | None, source: str) -> st
 
 
 def check_selection(axiom: Axiom, frame: pd.DataFrame, source: str) -> None:
-    """Refuse an axiom that selects by relevance grade on data without any grade (an unjudged ranking)."""
+    """Refuse an axiom that selects by relevance grade on data without any grade (an unjudged ranking), or by
+    grades none of which occurs in the data (before any model loads)."""
     if axiom.select.relevance is not None and judged_rows(frame) == 0:
         raise DataError(
             f"{axiom.name}: select.relevance = {list(axiom.select.relevance)} needs relevance grades, but {source} has "
             "none (an unjudged ranking); give judged data (a relevance or label column) or an axiom without "
             "select.relevance"
         )
+    if axiom.select.relevance is not None:
+        grades = sorted({int(grade) for grade in frame["relevance"].dropna()})
+        if not set(axiom.select.relevance) & set(grades):
+            raise DataError(f"{axiom.name}: select.relevance = {list(axiom.select.relevance)} selects no row of {source}, "
+                            f"whose relevance grades are {grades}; choose grades that occur in the data")
 
 
 def _grade(value: Any) -> int | None:
@@ -231,7 +237,7 @@ def make_pairs(
                         }
                     )
     if not kept:
-        raise ValueError(
+        raise DataError(
             f"{axiom.name}: no pair of {source} could be built for {ranker.name}; dropped: {dict(dropped) or 'none'}"
         )
     built_pairs = len({(row["qid"], row["docno"]) for row in rows})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 from transformers import BatchEncoding
 
-from ..core.files import write_atomically
+from ..core.errors import DataError
+from ..core.outputs import Writer, writing_to
 from ..models.layout import ALIGNED_FIELDS
 from ..models.rankers import ModelInput, Ranker
 
@@ -90,23 +91,44 @@ class PairSet:
         document changes; None when nothing is shared)."""
         return ranker.context(self.model_input("baseline", ranker, rows), self.target)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write frame.parquet, tensors.pt and provenance.json into `folder` (each written atomically)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomically(folder / "frame.parquet", lambda path: self.frame.to_parquet(path, index=False))
-        write_atomically(folder / "tensors.pt", lambda path: torch.save(self.tensors, path))
-        write_atomically(folder / "provenance.json", lambda path: path.write_text(json.dumps(self.provenance, indent=2)))
-        return folder
+    def save(self, folder: str | Path | Writer) -> Path:
+        """Write frame.parquet, tensors.pt and, last, provenance.json into `folder` (a path, claimed as an output
+        folder of pairs, or a subfolder of a held output folder; see core.outputs), each atomically."""
+        with writing_to(folder, "pairs") as out:
+            out.write_frame("frame.parquet", self.frame)
+            out.write("tensors.pt", lambda path: torch.save(self.tensors, path))
+            out.write_text("provenance.json", json.dumps(self.provenance, indent=2))
+            return out.root
 
     @classmethod
     def load(cls, folder: str | Path) -> PairSet:
+        """Read a saved PairSet back: tensors.pt as tensors only (weights_only: no other pickled object is ever
+        built), and a damaged file refused in one sentence that names it."""
         folder = Path(folder)
         missing = [name for name in ("frame.parquet", "tensors.pt", "provenance.json") if not (folder / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{folder} is not a saved PairSet: missing {', '.join(missing)}")
-        return cls(
-            pd.read_parquet(folder / "frame.parquet"),
-            torch.load(folder / "tensors.pt"),
-            json.loads((folder / "provenance.json").read_text()),
-        )
+        tensors = read_saved(folder / "tensors.pt", lambda path: torch.load(path, weights_only=True))
+        if not (isinstance(tensors, dict) and all(isinstance(value, torch.Tensor) for value in tensors.values())):
+            raise damaged(folder / "tensors.pt", f"a {type(tensors).__name__}, not a dict of tensors")
+        provenance = read_saved(folder / "provenance.json", lambda path: json.loads(path.read_text(encoding="utf-8")))
+        if not isinstance(provenance, dict):
+            raise damaged(folder / "provenance.json", f"a JSON {type(provenance).__name__}, not an object")
+        return cls(read_saved(folder / "frame.parquet", pd.read_parquet), tensors, provenance)
+
+
+def damaged(path: Path, reason: str) -> DataError:
+    """The refusal of a damaged checkpoint file, in one sentence: names it and how to start afresh."""
+    work = next((parent for parent in path.parents if parent.name == "work"), path.parent)
+    return DataError(f"checkpoint {path} is damaged ({reason}); delete {work} and run again to recompute it, "
+                     "or audit afresh into a new folder")
+
+
+def read_saved(path: Path, read: Callable[[Path], Any]) -> Any:
+    """read(path), or `damaged` when it fails (a file system error stays itself)."""
+    try:
+        return read(path)
+    except OSError:
+        raise
+    except Exception as error:  # noqa: BLE001  (any parser's or unpickler's error: the file is damaged)
+        raise damaged(path, type(error).__name__) from error

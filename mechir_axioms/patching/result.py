@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.files import write_atomically
+from ..core.outputs import Writer, writing_to
+from ..pairs.pairset import read_saved
 
 
 def included(donor: Any, receiver: Any, delta: float) -> Any:
@@ -97,17 +98,15 @@ class PatchResult:
                  else "<p>no pair was patched</p>")
         return f'<div class="mechir-axioms-summary">{head}<p>strongest mean effects:</p>{table}</div>'
 
-    def save(self, folder: str | Path) -> Path:
-        """Write effects.npz and result.json into `folder`, each atomically."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+    def save(self, folder: str | Path | Writer) -> Path:
+        """Write effects.npz and, last, result.json into `folder` (a path, claimed as an output folder, or a
+        subfolder of a held one; see core.outputs), each atomically."""
         def save_arrays(path: Path) -> None:
             with path.open("wb") as handle:  # a handle, so numpy adds no second .npz suffix
                 extra = {} if self.dropped is None else {"dropped": self.dropped}
                 np.savez(handle, effects=self.effects, receiver_score=self.receiver_score, donor_score=self.donor_score,
                          **extra)
 
-        write_atomically(folder / "effects.npz", save_arrays)
         meta = {
             "target": self.target,
             "method": self.method,
@@ -117,19 +116,35 @@ class PatchResult:
             "labels": self.labels,
             "provenance": self.provenance,
         }
-        write_atomically(folder / "result.json", lambda path: path.write_text(json.dumps(meta, indent=2, default=str)))
-        return folder
+        with writing_to(folder, "patch") as out:
+            out.write("effects.npz", save_arrays)
+            out.write_text("result.json", json.dumps(meta, indent=2, default=str))
+            return out.root
 
     @classmethod
     def load(cls, folder: str | Path) -> PatchResult:
         folder = Path(folder)
         if not (folder / "effects.npz").is_file() or not (folder / "result.json").is_file():
             raise FileNotFoundError(f"{folder} is not a saved PatchResult: it needs effects.npz and result.json")
-        meta = json.loads((folder / "result.json").read_text())
-        arrays = np.load(folder / "effects.npz")
-        labels = {key: [tuple(v) if isinstance(v, list) else v for v in values] for key, values in meta["labels"].items()}
-        return cls(
-            meta["target"], meta["method"], arrays["effects"], tuple(meta["dims"]), arrays["receiver_score"],
-            arrays["donor_score"], meta["excluded"], meta["delta"], labels, meta["provenance"],
-            arrays["dropped"] if "dropped" in arrays.files else None,
-        )
+        target, method, dims, excluded, delta, labels, provenance = read_saved(folder / "result.json", _read_meta)
+        arrays = read_saved(folder / "effects.npz", _read_arrays)
+        return cls(target, method, arrays["effects"], dims, arrays["receiver_score"], arrays["donor_score"], excluded,
+                   delta, labels, provenance, arrays.get("dropped"))
+
+
+def _read_meta(path: Path) -> tuple[Any, ...]:
+    """result.json's fields, in PatchResult's order (a missing or mistyped one raises: the file is damaged)."""
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    labels = {key: [tuple(v) if isinstance(v, list) else v for v in values] for key, values in meta["labels"].items()}
+    return (meta["target"], meta["method"], tuple(meta["dims"]), meta["excluded"], meta["delta"], labels,
+            dict(meta["provenance"]))
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """effects.npz's arrays, read as arrays only (allow_pickle=False: a pickled object is refused, not built)."""
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    missing = [name for name in ("effects", "receiver_score", "donor_score") if name not in arrays]
+    if missing:
+        raise KeyError(", ".join(missing))
+    return arrays

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..core.defaults import AXIOM_NAME_RULE, is_axiom_name
 from ..core.errors import SpecError
 from ..core.params import Param
 from ..perturb.operators import OPERATORS
@@ -140,6 +141,8 @@ def parse_axiom(raw: dict[str, Any], source: str) -> Axiom:
     for key in _REQUIRED_TOP:
         if top[key] is None:
             raise _fail(source, key, None, "a required field; " + _TOP[key].describe())
+    if not is_axiom_name(top["name"]):  # the name becomes a folder of results: nothing that escapes it
+        raise _fail(source, "name", top["name"], AXIOM_NAME_RULE)
     if "perturb" not in raw:
         raise _fail(source, "perturb", None, "a required table with an 'operation'")
     perturb_raw = dict(raw["perturb"]) if isinstance(raw["perturb"], dict) else raw["perturb"]

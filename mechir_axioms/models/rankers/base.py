@@ -8,6 +8,7 @@ pair share) is a method here that each kind overrides.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from abc import ABC, abstractmethod
@@ -20,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from ...core.errors import SettingsError
+from ...core.errors import NonFiniteError, SettingsError
 from ..adapters import Architecture, Stack, architecture_of
 from ..folder import ModelFolder
 from ..hooks import Hooks, Site, caching_hooks, hook_items, use_hooked_attention
@@ -88,6 +89,13 @@ class Ranker(ABC):
     the position embeddings allow more (monoT5's 512, Qwen3-Reranker's 8192)."""
     architectures: ClassVar[frozenset[Architecture]] = frozenset({"encoder"})
     """The kinds of transformer (see models.adapters.ADAPTERS) this kind runs on."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every kind's own `forward` checks that its scores are finite (see finite_scores)."""
+        super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if callable(forward) and not getattr(forward, "__isabstractmethod__", False):
+            cls.forward = finite_scores(forward)  # type: ignore[method-assign]
 
     def __init__(
         self,
@@ -314,6 +322,53 @@ class Ranker(ABC):
             f"{type(self).__name__}({self.name!r}, layers={self.n_layers}, heads={self.n_heads}, "
             f"max_length={self.max_length}, device={self.device}, dtype={self.dtype})"
         )
+
+
+def finite_scores(forward: Any) -> Any:
+    """A kind's `forward` that raises NonFiniteError when any score of the batch is NaN or infinite (one
+    isfinite().all() per forward pass), so that scoring, audits, patching and interventions never compare
+    non-finite scores."""
+    if getattr(forward, "checks_finite", False):
+        return forward
+
+    @functools.wraps(forward)
+    def checked(self: Ranker, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        scores = forward(self, inputs, *args, **kwargs)
+        if isinstance(scores, torch.Tensor) and scores.is_floating_point() and not bool(torch.isfinite(scores).all()):
+            hooks = args[0] if args else kwargs.get("hooks")
+            raise NonFiniteError(non_finite_message(self, scores, bool(hooks)))
+        return scores
+
+    checked.checks_finite = True  # type: ignore[attr-defined]
+    return checked
+
+
+def intervention_words(facts: dict[str, Any]) -> str:
+    """An active intervention (Intervention.describe()'s facts) in words: "scale x1e+30 on heads 0.1, 1.2"."""
+    parts = []
+    if facts.get("heads"):
+        factor = f" x{facts['factor']:g}" if facts.get("factor") is not None else ""
+        parts.append(f"{facts.get('op')}{factor} on head{'s' if len(facts['heads']) > 1 else ''} "
+                     f"{', '.join(facts['heads'])}")
+    parts += [f"steer at {site}" for site in facts.get("steer") or {}]
+    return " and ".join(parts)
+
+
+def non_finite_message(ranker: Ranker, scores: torch.Tensor, hooked: bool) -> str:
+    """One sentence: how many scores of the batch are not finite, under which intervention, and what to change."""
+    finite = torch.isfinite(scores.detach())
+    bad, nan = int((~finite).sum()), int(torch.isnan(scores.detach()).sum())
+    kinds = "NaN" if nan == bad else "infinite" if nan == 0 else "NaN or infinite"
+    count = f"{bad} of {scores.numel()} pairs of a batch"
+    if ranker.interventions:
+        under = " and ".join(intervention_words(facts) for facts in ranker.interventions)
+        return (f"{ranker.name} gave {kinds} scores for {count} under the intervention {under}; its activations "
+                f"overflow {str(ranker.dtype).removeprefix('torch.')}, so use a smaller factor or steer vector")
+    where = " while hooks patched or read its activations" if hooked else ""
+    dtype = str(ranker.dtype).removeprefix("torch.")
+    hint = " (float16 overflows easily: load it with dtype float32 or bfloat16)" if dtype == "float16" else ""
+    return (f"{ranker.name} gave {kinds} scores for {count}{where}; scores must be finite to be compared, so check "
+            f"{'the patched activations and ' if hooked else ''}the model's weights and dtype {dtype}{hint}")
 
 
 def at_last_kept(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
