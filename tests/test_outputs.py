@@ -387,3 +387,59 @@ def test_an_intervention_folder_records_its_audits_as_parts(bi, tmp_path, capsys
     code, err = _cli(capsys, "intervene", "--model", model, "--heads", "0.0", "--axioms", "TFC1", "--n", "3",
                      "--out", out)
     assert code == 2 and "already holds an intervention" in err
+
+
+def test_a_failed_continuation_that_replaced_a_file_stays_resumable(tmp_path):
+    with OutputFolder(tmp_path / "out", "audit") as out:
+        out.write_text("report.html", "first")
+        out.keep()
+    with pytest.raises(KeyboardInterrupt):
+        with OutputFolder(tmp_path / "out", "audit", "continue") as out:
+            out.write_text("report.html", "second")  # replaced, then the run is interrupted
+            out.write_text("manifest.json", "{}")
+            raise KeyboardInterrupt
+    assert foreign_files(tmp_path / "out") == [] and not (tmp_path / "out" / "manifest.json").exists()
+    with OutputFolder(tmp_path / "out", "audit", "continue") as out:
+        assert out.continued
+
+
+def test_parts_of_a_run_that_fails_afterwards_are_removed_with_it(tmp_path):
+    with pytest.raises(RuntimeError):
+        with OutputFolder(tmp_path / "out", "intervene") as out:
+            with out.part("before", "audit") as part:
+                part.write_text("manifest.json", "{}")
+            raise RuntimeError("failed after its first part")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_figure_in_an_old_audit_folder_keeps_it_an_audit(saved, tmp_path, capsys):
+    folder = tmp_path / "old"
+    shutil.copytree(saved, folder)
+    (folder / LEDGER).unlink()
+    assert _cli(capsys, "figure", folder, "--out", folder / "heads.svg")[0] == 0
+    assert foreign_files(folder) == [] and _cli(capsys, "report", folder)[0] == 0
+
+
+def test_continuing_keeps_whose_output_it_is(tmp_path):
+    with OutputFolder(tmp_path / "out", "audit", origin="pytest") as out:
+        out.write_text("manifest.json", "{}")
+    with OutputFolder(tmp_path / "out", "audit", "continue"):
+        pass  # `mechir-axioms report` re-rendering the plugin's audit
+    assert json.loads((tmp_path / "out" / LEDGER).read_text())["origin"] == "pytest"
+
+
+def test_a_folder_of_parts_is_never_replaced(tmp_path):
+    with OutputFolder(tmp_path / "sweep", "sweep") as sweep:
+        with sweep.part("TFC1/reference", "audit") as part:
+            part.write_text("manifest.json", "{}")
+    with pytest.raises(SettingsError, match="is not replaced"):
+        OutputFolder(tmp_path / "sweep", "sweep", "replace").check()
+    assert (tmp_path / "sweep" / "TFC1" / "reference" / "manifest.json").is_file()
+
+
+def test_a_held_folder_passed_on_is_used_as_it_is(tmp_path):
+    with OutputFolder(tmp_path / "out", "audit") as out:
+        with out as again:  # audit(folder=held) and InterventionResult.save(held) enter it again
+            again.write_text("a.txt", "x")
+        out.write_text("b.txt", "y")  # still held after the inner exit
+    assert foreign_files(tmp_path / "out") == [] and not (tmp_path / "out" / LOCK).exists()

@@ -71,7 +71,10 @@ def read_ledger(folder: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise SettingsError(f"{path} is damaged ({error}); mechir-axioms cannot tell which files in {folder} it wrote, "
                             "so it writes nothing there: choose another folder") from None
-    if not isinstance(ledger, dict) or not isinstance(ledger.get("files"), dict):
+    entries = ledger.get("files") if isinstance(ledger, dict) else None
+    if not isinstance(entries, dict) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("command"), str)
+            for entry in entries.values()) or not isinstance(ledger.get("parts", {}), dict):
         raise SettingsError(f"{path} is not a mechir-axioms ledger; choose another folder")
     ledger.setdefault("parts", {})
     ledger.setdefault("origin", None)

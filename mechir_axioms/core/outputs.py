@@ -82,6 +82,8 @@ class OutputFolder(_Writes):
         self._created: list[Path] = []
         self._lock: Any = None
         self._kept = False
+        self._depth = 0  # nested entries of a held folder
+        self._new_parts: list[str] = []
         self.continued = False  # True when the folder held this command's output and it is being continued
 
     # -- claiming ----------------------------------------------------------------------------------------------
@@ -119,12 +121,18 @@ class OutputFolder(_Writes):
             if self.existing == "refuse":
                 raise SettingsError(f"{named} already holds {_a(self.command)}; "
                                     f"{self.advice or 'choose another folder'}")
+            if self.existing == "replace" and ledger["parts"]:
+                raise SettingsError(f"{named} holds {_a(self.command)} of {len(ledger['parts'])} audits; it is not "
+                                    "replaced: choose another folder")
             if self.existing == "replace" and ledger.get("origin") != self.origin:
                 raise SettingsError(f"{named} holds {_a(self.command)} that {_by(ledger.get('origin'))} wrote; "
                                     f"{_by(self.origin)} does not replace it: choose another folder")
         return ledger
 
     def __enter__(self) -> OutputFolder:
+        if self._lock is not None:  # already held (passed to a function that enters it again): as it is
+            self._depth += 1
+            return self
         if self.claim:
             self._inspect()  # refuse before creating anything
         elif self.root.exists() and not self.root.is_dir():
@@ -133,7 +141,7 @@ class OutputFolder(_Writes):
         self._take_lock()
         try:
             # read (and, when claiming, check) under the lock: another process may have written meanwhile
-            found = self._inspect() if self.claim else read_ledger(self.root)
+            found = self._inspect() if self.claim else read_ledger(self.root) or legacy_audit(self.root)
             self._before = json.loads(json.dumps(found)) if found is not None else None
             self.ledger = found or {"command": None, "origin": None, "files": {}, "parts": {}}
             if self.claim:
@@ -141,7 +149,8 @@ class OutputFolder(_Writes):
                 if holds and self.existing == "replace":
                     self._remove_own()
                 self.continued = holds and self.existing == "continue"
-                self.ledger.update(command=self.command, origin=self.origin)
+                if not self.continued:  # continuing keeps whose output it is (the plugin's, or a user's)
+                    self.ledger.update(command=self.command, origin=self.origin)
                 if self.parent is not None:
                     self.parent._add_part(self)
                 self._save_ledger()
@@ -151,6 +160,9 @@ class OutputFolder(_Writes):
         return self
 
     def __exit__(self, kind: type | None, error: BaseException | None, traceback: Any) -> None:
+        if self._depth:
+            self._depth -= 1
+            return
         self._release(failed=error is not None)
 
     def keep(self) -> None:
@@ -183,7 +195,7 @@ class OutputFolder(_Writes):
             raise SettingsError(f"{path} is a folder; mechir-axioms writes a file there only where there is none")
         self._make(path.parent)
         created = not path.exists()
-        previous = None if created else entry["sha256"]
+        previous = None if created else digest(path)
 
         def record(temporary: Path) -> None:  # before the move: a kill in between leaves a file the ledger knows
             self.ledger["files"][name] = {"sha256": digest(temporary), "command": self.command,
@@ -212,6 +224,7 @@ class OutputFolder(_Writes):
         name = child.root.relative_to(self.root).as_posix()
         if name not in self.ledger["parts"]:
             self.ledger["parts"][name] = child.command
+            self._new_parts.append(name)
             self._save_ledger()
 
     def _save_ledger(self) -> None:
@@ -248,7 +261,10 @@ class OutputFolder(_Writes):
 
         path = self.root / LOCK
         while True:
-            handle = open(path, "a+")  # noqa: SIM115  (held for the whole run)
+            try:
+                handle = open(path, "a+")  # noqa: SIM115  (held for the whole run)
+            except OSError as error:
+                raise OutputError(f"cannot write in {self.root}: {error.strerror or error}") from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -267,14 +283,10 @@ class OutputFolder(_Writes):
         if self._lock is None:
             return
         try:
-            if failed and not self._kept:  # nothing worth keeping: leave the folder as it was found
-                for path in sorted(self._created, key=lambda path: len(path.parts), reverse=True):
-                    if path.is_file() and path.name != LOCK:
-                        path.unlink()
-                if self._before is not None:
-                    self.ledger = self._before
-                    write_atomically(self.root / LEDGER, lambda temporary: temporary.write_text(
-                        json.dumps(self.ledger, indent=1, sort_keys=True)))
+            if failed and not self._kept:  # nothing worth keeping: remove what this run created, and only that
+                self._forget_created()
+            elif self.parent is not None and not self._kept:  # a finished part of a run that may still fail
+                self.parent._created.extend(self._created)
             (self.root / LOCK).unlink(missing_ok=True)
             if failed and not self._kept:
                 for path in sorted(self._created, key=lambda path: len(path.parts), reverse=True):
@@ -283,6 +295,20 @@ class OutputFolder(_Writes):
         finally:
             self._lock.close()
             self._lock = None
+
+    def _forget_created(self) -> None:
+        """Delete the files this run created (its parts' too) and their ledger entries; files it replaced keep
+        their new contents, recorded as they are. A ledger this run created goes with them."""
+        for path in sorted(self._created, key=lambda path: len(path.parts), reverse=True):
+            if path.is_file() and path.name != LOCK:
+                path.unlink()
+                if path.parent == self.root or self.root in path.parents:
+                    self.ledger["files"].pop(path.relative_to(self.root).as_posix(), None)
+        for name in self._new_parts:
+            self.ledger["parts"].pop(name, None)
+        if self._before is not None:
+            write_atomically(self.root / LEDGER, lambda temporary: temporary.write_text(
+                json.dumps(self.ledger, indent=1, sort_keys=True)))
 
 
 class Subfolder(_Writes):
