@@ -78,7 +78,7 @@ class OutputFolder(_Writes):
         self.root, self.command, self.existing, self.flag = Path(path), command, existing, flag
         self.origin, self.parent, self.advice, self.claim = origin, parent, advice, claim
         self.ledger: dict[str, Any] = {}
-        self._before: dict[str, Any] | None = None  # the ledger as found (None: there was none)
+        self._found_ledger = False  # was there a ledger (or an older audit) when the folder was entered?
         self._created: list[Path] = []
         self._lock: Any = None
         self._kept = False
@@ -142,7 +142,7 @@ class OutputFolder(_Writes):
         try:
             # read (and, when claiming, check) under the lock: another process may have written meanwhile
             found = self._inspect() if self.claim else read_ledger(self.root) or legacy_audit(self.root)
-            self._before = json.loads(json.dumps(found)) if found is not None else None
+            self._found_ledger = found is not None
             self.ledger = found or {"command": None, "origin": None, "files": {}, "parts": {}}
             if self.claim:
                 holds = self.ledger["command"] == self.command and bool(self.ledger["files"] or self.ledger["parts"])
@@ -302,13 +302,12 @@ class OutputFolder(_Writes):
         for path in sorted(self._created, key=lambda path: len(path.parts), reverse=True):
             if path.is_file() and path.name != LOCK:
                 path.unlink()
-                if path.parent == self.root or self.root in path.parents:
+                if self.root in path.parents:
                     self.ledger["files"].pop(path.relative_to(self.root).as_posix(), None)
         for name in self._new_parts:
             self.ledger["parts"].pop(name, None)
-        if self._before is not None:
-            write_atomically(self.root / LEDGER, lambda temporary: temporary.write_text(
-                json.dumps(self.ledger, indent=1, sort_keys=True)))
+        if self._found_ledger:
+            self._save_ledger()
 
 
 class Subfolder(_Writes):
