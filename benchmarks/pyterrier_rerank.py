@@ -3,43 +3,33 @@
 Each query's judged passages (../shared/data/trec-dl-passages.jsonl.gz, TREC DL 2019/2020) are the candidate
 list; the packaged MiniLM bi-encoder and the TREC DL cross-encoder re-rank them, and pt.Experiment reports
 nDCG@10, MRR@10 (relevance >= 2) and MAP (relevance >= 2) with paired t-tests against the first system. It
-checks on the way that the transformer's scores equal ranker.score, and times the scoring.
+checks on the way that the transformer's scores equal ranker.score, times the scoring, and writes the record
+benchmarks/results/pyterrier_rerank.json (benchmarks/record.py).
 
-    python benchmarks/pyterrier_rerank.py [--out benchmarks/results/pyterrier_rerank.json]
+    python benchmarks/pyterrier_rerank.py
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyterrier as pt
-import torch
 from ir_measures import AP, RR, nDCG
+from record import ROOT, markdown, write_record
 
 from mechir_axioms import load_ranker
 from mechir_axioms.pyterrier import RankerTransformer
 
-ROOT = Path(__file__).resolve().parents[1]
 TREC_DL = ROOT.parent / "shared" / "data" / "trec-dl-passages.jsonl.gz"
 CROSS_ENCODER = ROOT.parent / "shared" / "models" / "minilm-l6-cross-encoder-trecdl"
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    """A Markdown table, as the README shows it."""
-    rows = [list(table.columns), ["---"] * len(table.columns), *table.astype(str).values.tolist()]
-    return "\n".join("| " + " | ".join(map(str, row)) + " |" for row in rows)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pyterrier_rerank.json"))
-    args = parser.parse_args()
+    parser.parse_args()
     rows = pd.read_json(TREC_DL, lines=True, dtype={"qid": str, "docno": str})
     candidates = rows[["qid", "query", "docno", "text"]]
     topics = candidates[["qid", "query"]].drop_duplicates("qid")
@@ -61,14 +51,14 @@ def main() -> None:
     experiment["scoring seconds"] = [round(seconds, 1) for seconds in timings]
     shown = experiment[["name", *measures, *[f"{m} p-value" for m in measures if f"{m} p-value" in experiment], "scoring seconds"]]
     shown = shown.round(4)
-    print(f"{len(candidates)} judged passages, {len(topics)} queries; {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, pyterrier {pt.__version__}\n")
-    print(_markdown(shown))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"passages": len(candidates), "queries": len(topics),
-                               "rows": shown.to_dict(orient="records")}, indent=2))
-    print(f"\nwritten: {out}")
+    print(f"{len(candidates)} judged passages, {len(topics)} queries; pyterrier {pt.__version__}\n")
+    rows = shown.to_dict(orient="records")
+    print(markdown(list(shown.columns), rows))
+    write_record("pyterrier_rerank", rows, list(shown.columns),
+                 title="Re-ranking the judged TREC DL passages in PyTerrier",
+                 notes=[f"The judged TREC DL 2019/2020 passages: {len(candidates):,} passages, {len(topics)} queries.",
+                        "p-values: paired t-tests against the first system."],
+                 details={"passages": len(candidates), "queries": len(topics), "pyterrier": pt.__version__})
 
 
 if __name__ == "__main__":

@@ -4,128 +4,17 @@ from __future__ import annotations
 
 import math
 import numbers
-import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from scipy import stats
 
 from .analysis.stats import Z_95, wilson
-from .auditing.result import Audit, load_audit
 from .core.errors import SettingsError
-from .core.outputs import check_file, write_file
-from .report.comparison import head_map_shape, render_comparison
-from .report.summary import comparison_summary
-
-
-@dataclass
-class AxiomComparison:
-    """One axiom in both audits: agreement change, head-map correlation, flags gained and lost."""
-
-    axiom: str
-    agreement_old: float
-    agreement_new: float
-    difference_low: float
-    difference_high: float
-    correlation: float
-    gained: list[str]
-    lost: list[str]
-    failures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def significant(self) -> bool:
-        """Whether the 95% interval of the agreement difference excludes 0."""
-        return self.difference_low > 0 or self.difference_high < 0
-
-    @property
-    def change(self) -> float:
-        """The agreement change, new - old (NaN when the axiom is missing from the new audit)."""
-        return self.agreement_new - self.agreement_old
-
-
-@dataclass
-class Comparison:
-    """The comparison of two audits; `ok` is False when any threshold is crossed."""
-
-    old: str
-    new: str
-    axioms: list[AxiomComparison]
-    max_agreement_drop: float
-    min_head_map_correlation: float
-    max_lost_flags: int
-    old_audit: Audit | None = field(default=None, repr=False, compare=False)
-    """The audits compared, kept so that `to_html` can draw their head maps (None when built by hand)."""
-    new_audit: Audit | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def failures(self) -> list[str]:
-        return [failure for axiom in self.axioms for failure in axiom.failures]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    @property
-    def verdict(self) -> str:
-        """PASS, or FAIL with the number of thresholds crossed: the last word of the table and the report."""
-        return "PASS" if self.ok else f"FAIL ({len(self.failures)} threshold(s) crossed)"
-
-    @property
-    def thresholds(self) -> str:
-        """The thresholds in words, as the table and the report state them."""
-        return (f"agreement may drop by at most {self.max_agreement_drop:.1%}; "
-                f"head-map Spearman rho at least {self.min_head_map_correlation}; "
-                f"at most {self.max_lost_flags} flagged head(s) may lose their flag")
-
-    def table(self) -> str:
-        """A plain-text table, one block per axiom, and the verdict."""
-        lines = [f"mechir-axioms compare\n  old: {self.old}\n  new: {self.new}", ""]
-        header = f"{'axiom':<10} {'agreement old -> new':<22} {'change [95% CI]':<26} {'head-map rho':>12}  status"
-        lines += [header, "-" * len(header)]
-        for axiom in self.axioms:
-            change = axiom.change
-            interval = f"{change:+.1%} [{axiom.difference_low:+.1%}, {axiom.difference_high:+.1%}]"
-            mark = " *" if axiom.significant else ""
-            lines.append(
-                f"{axiom.axiom:<10} {axiom.agreement_old:>7.1%} -> {axiom.agreement_new:<10.1%} {interval + mark:<26} "
-                f"{axiom.correlation:>12.3f}  {'FAIL' if axiom.failures else 'ok'}"
-            )
-            if axiom.gained:
-                lines.append(f"{'':<10} flags gained: {', '.join(axiom.gained)}")
-            if axiom.lost:
-                lines.append(f"{'':<10} flags lost:   {', '.join(axiom.lost)}")
-            lines += [f"{'':<10} ! {failure}" for failure in axiom.failures]
-            lines += [f"{'':<10} note: {note}" for note in axiom.notes]
-        if any(axiom.significant for axiom in self.axioms):
-            lines += ["", "* the agreement change is significant (its 95% Newcombe interval excludes 0)"]
-        lines += ["", f"thresholds: {self.thresholds}", f"result: {self.verdict}"]
-        return "\n".join(lines)
-
-    def to_html(self, path: str | Path) -> Path:
-        """Write a self-contained HTML report: both head maps and their difference per axiom, flags, verdict."""
-        if self.old_audit is None or self.new_audit is None:
-            raise SettingsError("this Comparison holds no audits to draw; make it with compare(old, new)")
-        check_file(path, "compare", "--html")
-        page = render_comparison(self, self.old_audit, self.new_audit)
-        return write_file(path, "compare", lambda temporary: temporary.write_text(page, encoding="utf-8"), "--html")
-
-    def _repr_html_(self) -> str:
-        """A compact summary for Jupyter: per axiom the agreement change, head-map rho, flags gained and lost."""
-        return comparison_summary(self)
-
-    def to_junit(self, path: str | Path) -> Path:
-        """Write the comparison as a JUnit XML test suite, one test case per axiom."""
-        suite = ElementTree.Element("testsuite", name="mechir-axioms compare", tests=str(len(self.axioms)),
-                                    failures=str(sum(bool(axiom.failures) for axiom in self.axioms)))
-        for axiom in self.axioms:
-            case = ElementTree.SubElement(suite, "testcase", classname="mechir_axioms.compare", name=axiom.axiom)
-            if axiom.failures:
-                failure = ElementTree.SubElement(case, "failure", message="; ".join(axiom.failures))
-                failure.text = self.table()
-        return write_file(path, "compare", lambda temporary: ElementTree.ElementTree(suite).write(
-            temporary, encoding="utf-8", xml_declaration=True), "--junit-xml")
+from .report.comparison_page import head_map_shape
+from .results.audit import Audit, load_audit
+from .results.comparison import AxiomComparison, Comparison
+from .results.steps import flagged_steps
 
 
 def newcombe_difference(successes_old: int, total_old: int, successes_new: int, total_new: int) -> tuple[float, float]:
@@ -139,8 +28,28 @@ def newcombe_difference(successes_old: int, total_old: int, successes_new: int, 
     return low, high
 
 
-def _flags(heads: pd.DataFrame) -> dict[str, str]:
-    return {row.name: row.flag for row in heads.itertuples() if row.flag}
+def _flags(rows: pd.DataFrame) -> dict[str, str]:
+    return {row.name: row.flag for row in rows.itertuples() if row.flag}
+
+
+def _gained_lost(old: pd.DataFrame, new: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The units (by name) whose flag the new rows gained, and those whose flag they lost."""
+    flags_old, flags_new = _flags(old), _flags(new)
+    return ([f"{name} ({flag})" for name, flag in flags_new.items() if flags_old.get(name) != flag],
+            [f"{name} ({flag})" for name, flag in flags_old.items() if flags_new.get(name) != flag])
+
+
+def _other_steps(name: str, old: Audit, new: Audit) -> dict[str, tuple[list[str], list[str]]]:
+    """Flags gained and lost per flagged step other than heads that both audits ran, for one axiom."""
+    changes = {}
+    for step in flagged_steps(set(old.frames) & set(new.frames)):
+        frames = [audit.frames[step.name] for audit in (old, new)]
+        if step.name == "heads" or any(frame.empty for frame in frames):
+            continue
+        gained, lost = _gained_lost(*(frame[frame["axiom"] == name] for frame in frames))
+        if gained or lost:
+            changes[step.name] = (gained, lost)
+    return changes
 
 
 def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: float, max_lost: int,
@@ -160,11 +69,10 @@ def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: 
     unmatched = different_models and not (len(shared) == len(heads_old) == len(heads_new))
     pair = pd.DataFrame({"old": heads_old.loc[shared, "effect"], "new": heads_new.loc[shared, "effect"]}).dropna()
     rho = float(stats.spearmanr(pair["old"], pair["new"]).statistic) if len(pair) > 2 and not unmatched else math.nan
-    flags_old, flags_new = _flags(heads_old.reset_index()), _flags(heads_new.reset_index())
-    gained = [f"{head} ({flag})" for head, flag in flags_new.items() if flags_old.get(head) != flag]
-    lost = [f"{head} ({flag})" for head, flag in flags_old.items() if flags_new.get(head) != flag]
+    gained, lost = _gained_lost(heads_old.reset_index(), heads_new.reset_index())
     comparison = AxiomComparison(name, float(before["agreement"]), float(after["agreement"]), low, high,
-                                 rho, [] if unmatched else gained, [] if unmatched else lost)
+                                 rho, [] if unmatched else gained, [] if unmatched else lost,
+                                 changes={} if unmatched else _other_steps(name, old, new))
     drop = comparison.agreement_old - comparison.agreement_new
     if drop > max_drop + 1e-12:
         comparison.failures.append(f"{name}: agreement dropped by {drop:.1%}, more than the allowed {max_drop:.1%}")
@@ -173,7 +81,9 @@ def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: 
         comparison.notes.append(f"the head maps differ in shape ({shapes[0]} vs {shapes[1]} layers x heads): "
                                 "agreement is compared, heads are not matched or correlated")
         return comparison
-    if not len(shared) == len(heads_old) == len(heads_new):
+    if heads_old.empty and heads_new.empty:
+        comparison.notes.append("neither audit measured heads: agreement and the other steps' flags are compared")
+    elif not len(shared) == len(heads_old) == len(heads_new):
         comparison.failures.append(f"{name}: the audits cover different heads ({_head_difference(heads_old, heads_new)})")
     elif not (rho >= min_rho):  # a NaN correlation (flat maps) fails too
         comparison.failures.append(f"{name}: head-map Spearman rho {rho:.3f} is below the required {min_rho}")

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .auditing.result import Audit, load_audit
 from .core.errors import SettingsError
 from .core.outputs import check_file, write_file
-from .report.render import region_names
+from .report.audit_page import region_names
+from .results.audit import Audit, load_audit
+from .results.steps import STEPS, Step
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -27,16 +28,22 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMATS = ("pdf", "svg", "png")
-GRID_FRAMES = ("heads", "cells")
 COLORMAP = "RdBu_r"
 UNTESTED = "#bdbdbd"  # darker than the scale's pale middle, so untested never reads as 0
 TICK_PT, LABEL_PT = 7, 8
 FLAG_MARKERS = {"encodes": ("^", "black", "white"), "violates": ("v", "white", "black")}
 """flag -> (marker, face colour, edge colour): visible on deep red, deep blue and pale cells alike."""
 PNG_DPI = 300
-MAKES_FRAME = {"heads": "--targets heads", "cells": "--targets blocks",
-               "blocks": "--targets blocks and --examples 1 or more"}
-"""The audit settings that fill each frame, for the error when a frame is empty."""
+
+
+def grid_frames() -> list[str]:
+    """The frames a grid can draw: every registered step with a (layer, column) map."""
+    return [name for name, step in STEPS.items() if step.grid is not None]
+
+
+def _makes(frame: str) -> str:
+    """The audit settings that fill a frame, for the error when it is empty."""
+    return STEPS[frame].option() + (" and --examples 1 or more" if frame == "blocks" else "")
 
 
 @dataclass(frozen=True)
@@ -95,10 +102,10 @@ def _rows(audit: Audit, frame: str, axiom: str) -> pd.DataFrame:
     every: pd.DataFrame = getattr(audit, frame)
     if every.empty or "axiom" not in every:
         settings = audit.manifest.get("settings", {})
-        ran = f"--targets {','.join(settings.get('targets', []))}"
+        ran = f"--steps {','.join(audit.steps)}"
         ran += f" and --examples {settings.get('examples')}" if frame == "blocks" else ""
         raise SettingsError(f"{_where(audit)} has no {frame} for {axiom}: it ran with {ran}; audit with "
-                            f"{MAKES_FRAME[frame]} to plot {frame}")
+                            f"{_makes(frame)} to plot {frame}")
     rows = every[every["axiom"] == axiom]
     if rows.empty:  # only blocks can miss an audited axiom: none of its pairs moved enough to be an example
         raise SettingsError(f"{_where(audit)} has no {frame} for {axiom}, only for "
@@ -133,6 +140,23 @@ def _cells_panel(audit: Audit, axiom: str) -> Panel:
     groups = [(component, c * len(regions), (c + 1) * len(regions) - 1) for c, component in enumerate(components)]
     labels = [names.get(region, region) for region in regions] * len(components)
     return Panel(effects, flags, labels, "token region", groups)
+
+
+def _step_panel(audit: Audit, axiom: str, step: Step) -> Panel:
+    """Any other step's map: rows are layers, columns the values of its grid column in their order."""
+    rows = _rows(audit, step.name, axiom)
+    values = list(dict.fromkeys(rows[step.grid[1]]))
+    effects, flags = _grid_of(rows, rows[step.grid[1]].map(values.index), len(values))
+    return Panel(effects, flags, [str(value) for value in values], step.grid[1])
+
+
+def panel_of(audit: Audit, axiom: str, frame: str) -> Panel:
+    """The map of one step's frame for one axiom: heads and cells as drawn above, any other step by its grid."""
+    if frame == "heads":
+        return _heads_panel(audit, axiom)
+    if frame == "cells":
+        return _cells_panel(audit, axiom)
+    return _step_panel(audit, axiom, STEPS[frame])
 
 
 def _blocks_panel(audit: Audit, axiom: str, example: int, component: str) -> Panel:
@@ -200,7 +224,7 @@ def _legend(figure: Figure, frame: str, panels: Sequence[Panel]) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    kind = "head" if frame == "heads" else "cell"
+    kind = STEPS[frame].unit if frame in STEPS else frame
     handles = [Line2D([], [], linestyle="none", marker=marker, markersize=5, markerfacecolor=face, markeredgecolor=edge,
                       markeredgewidth=0.6, label=f"{kind} flagged {flag}")
                for flag, (marker, face, edge) in FLAG_MARKERS.items()]
@@ -283,18 +307,17 @@ def grid(audits: Sequence[Audit | str | Path], axioms: Sequence[str] | None = No
     each panel a layer x head (or block cell) map on one shared colour scale, with one colour bar and a legend of
     the flag markers; rows of different shapes each keep their own. `width` in inches (7: a two-column page);
     `shown=False` builds a figure outside pyplot, for writing files only."""
-    if frame not in GRID_FRAMES:
-        raise SettingsError(f"frame={frame!r} cannot be drawn as a grid; use one of {', '.join(GRID_FRAMES)}")
+    if frame not in grid_frames():
+        raise SettingsError(f"frame={frame!r} cannot be drawn as a grid; use one of {', '.join(grid_frames())}")
     loaded = [audit if isinstance(audit, Audit) else load_audit(audit) for audit in audits]
     if not loaded:
         raise SettingsError("grid needs at least one audit")
     names = list(axioms) if axioms else common_axioms(loaded)
-    build = _heads_panel if frame == "heads" else _cells_panel
-    panels = [[build(audit, axiom) for axiom in names] for audit in loaded]
+    panels = [[panel_of(audit, axiom, frame) for axiom in names] for audit in loaded]
     limit = symmetric_limit([panel for row in panels for panel in row])
     panel_width = (width - 1.2) / len(names)
     heights = [panel_width * row[0].effects.shape[0] / max(row[0].effects.shape[1], 4) for row in panels]
-    overhead = 0.45 if frame == "heads" else 0.95  # tick labels and axis label per row (plus group names for cells)
+    overhead = 0.95 if frame == "cells" else 0.45  # tick labels and axis label per row (plus group names for cells)
     figure = _figure((width, sum(heights) + overhead * len(loaded) + 0.55), shown)
     axes = figure.subplots(len(loaded), len(names), squeeze=False, gridspec_kw={"height_ratios": heights})
     for r, (row, label) in enumerate(zip(panels, row_labels(loaded))):
@@ -344,7 +367,7 @@ def write_circuit(folder: str | Path, axiom: str, outputs: Sequence[str | Path])
         check_file(path, "figure")
     audit = load_audit(folder)
     if audit.paths.empty:
-        raise SettingsError(f"{folder}: this audit measured no paths; audit with --targets heads,paths")
+        raise SettingsError(f"{folder}: this audit measured no paths; audit with {STEPS['paths'].option()}")
     if axiom not in set(audit.paths["axiom"]):
         raise SettingsError(f"{folder}: no paths for axiom {axiom!r}; it has {', '.join(dict.fromkeys(audit.paths['axiom']))}")
     heads, paths = audit.heads[audit.heads["axiom"] == axiom], audit.paths[audit.paths["axiom"] == axiom]

@@ -17,7 +17,7 @@ import torch
 
 from .core.errors import DataError, SettingsError
 from .models.rankers import Ranker
-from .pairs.data import _identifier
+from .passages.checking import identifier
 
 INSTALL = "pip install 'mechir-axioms[pyterrier]'"
 REQUIRED = ("qid", "query", "docno", "text")
@@ -93,7 +93,7 @@ def check_columns(columns: Sequence[str]) -> None:
 def _qids(frame: pd.DataFrame) -> list[str]:
     """The qid column as text, as the data loader reads it (1, 1.0 and "1" are all "1"); DataError naming the first
     row whose qid is not an id."""
-    qids = [_identifier(value) for value in frame["qid"].tolist()]
+    qids = [identifier(value) for value in frame["qid"].tolist()]
     bad = next((i for i, qid in enumerate(qids) if qid is None), None)
     if bad is not None:
         value = frame["qid"].iloc[bad]

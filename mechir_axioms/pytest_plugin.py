@@ -1,10 +1,12 @@
 """pytest plugin: audit a ranker's axioms from tests, with assertions that explain themselves.
 
-Registered through the `pytest11` entry point, so installing mechir-axioms enables it. Options:
---mechir-model, --mechir-data, --mechir-n, --mechir-method (defaults and help from the audit `Settings`),
---mechir-kind, --mechir-device, --mechir-dtype and --mechir-report. Fixtures: `mechir_ranker` and `axiom_audit` (a callable,
-cached per session). Marker: `@pytest.mark.axioms("TFC1", "TDC")` runs a test
-once per axiom with the axiom's name in its `axiom` argument.
+Registered through the `pytest11` entry point, so installing mechir-axioms enables it. Every audit setting is an
+option and an ini key (`--mechir-method exact`, or `mechir_method = "exact"` under `[tool.pytest.ini_options]`),
+with the defaults and help of the audit `Settings`; the command line wins over the ini file. Also --mechir-kind,
+--mechir-device, --mechir-dtype and --mechir-report (and their ini keys). Fixtures: `mechir_ranker` and
+`axiom_audit` (a callable: the configured axioms are audited together, once per session, exactly as `audit()` and
+the CLI audit them; an axiom outside them is audited on its own). Marker: `@pytest.mark.axioms("TFC1", "TDC")`
+runs a test once per axiom with the axiom's name in its `axiom` argument.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .auditing.settings import Settings, parse_names, setting_fields
 from .core.defaults import AXIOM_NAME_RULE, DEVICES, DTYPES, is_axiom_name
 from .core.errors import MechirError
 from .core.outputs import OutputFolder
+from .results.settings import Settings, parse_setting, setting_fields
 
 if TYPE_CHECKING:  # the heavy imports wait until a test asks for an audit
     import pandas as pd
 
-    from .auditing.result import Audit
+    from .results.audit import Audit
 
 DEFAULT_REPORT = "reports/pytest"
 
@@ -128,27 +130,42 @@ def _describe(row: pd.Series, name: str) -> str:
             f"{row['ci_high']:+.3f}], q = {row['q_value']:.2g}{', ' + row['flag'] if row['flag'] else ''}")
 
 
-PLUGIN_SETTINGS = ("model", "data", "n", "method", "targets")
-"""The audit settings the plugin offers as --mechir-NAME options; the others keep their defaults."""
+PLACEMENT = {"kind": ("the ranker kind (default: inferred from the model folder)", None),
+             "device": (f"where the model runs: {DEVICES} (default: cpu)", "cpu"),
+             "dtype": (f"the model's precision: {', '.join(DTYPES)} (default: float32)", "float32"),
+             "report": (f"folder for the session's audits and their report.html (default: {DEFAULT_REPORT} under the "
+                        "rootdir)", None)}
+"""The plugin's options beyond the audit settings: where the ranker runs, and where reports go."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mechir-axioms", "axiomatic audits of neural rankers")
     for spec in setting_fields():
-        if spec.name in PLUGIN_SETTINGS:
-            meta, default = spec.metadata, spec.metadata["cli_default"]
-            if meta["kind"] is tuple:  # a comma-separated list, checked against its choices by Settings
-                group.addoption(f"--mechir-{spec.name}", default=tuple(default), type=parse_names,
-                                help=f"{meta['help']} (default: {','.join(default)})")
-                continue
-            group.addoption(f"--mechir-{spec.name}", default=default, type=meta["kind"] if meta["kind"] is int else str,
-                            choices=meta["choices"],
-                            help=meta["help"] + (f" (default: {default})" if default is not None else ""))
-    group.addoption("--mechir-kind", default=None, help="the ranker kind (default: inferred from the model folder)")
-    group.addoption("--mechir-device", default="cpu", help=f"where the model runs: {DEVICES} (default: cpu)")
-    group.addoption("--mechir-dtype", default="float32", choices=DTYPES, help="the model's precision (default: float32)")
-    group.addoption("--mechir-report", default=None,
-                    help=f"folder for each axiom's audit and report.html (default: {DEFAULT_REPORT} under the rootdir)")
+        default = spec.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        text = spec.metadata["help"] + (f" (default: {shown})" if default is not None else "")
+        group.addoption(f"--mechir-{spec.name.replace('_', '-')}", dest=f"mechir_{spec.name}", default=None, help=text)
+        parser.addini(f"mechir_{spec.name}", text, default=None)
+    for name, (text, _) in PLACEMENT.items():
+        group.addoption(f"--mechir-{name}", dest=f"mechir_{name}", default=None, help=text)
+        parser.addini(f"mechir_{name}", text, default=None)
+
+
+def _option(config: pytest.Config, name: str) -> str | None:
+    """An option's text: from the command line, else the ini file, else None."""
+    given = config.getoption(f"mechir_{name}")
+    if given is None:
+        given = config.getini(f"mechir_{name}")
+    return None if given in (None, "") else str(given)
+
+
+def session_settings(config: pytest.Config) -> Settings:
+    """The audit settings of this session: the options and ini keys over the Settings defaults."""
+    given = {spec.name: _option(config, spec.name) for spec in setting_fields()}
+    try:
+        return Settings(**{name: parse_setting(name, text) for name, text in given.items() if text is not None})
+    except MechirError as error:
+        raise pytest.UsageError(f"mechir-axioms options: {error}") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -169,47 +186,44 @@ _RESULTS = pytest.StashKey[dict]()
 
 
 def _report_root(config: pytest.Config) -> Path:
-    given = config.getoption("mechir_report")
+    given = _option(config, "report")
     return Path(given) if given and Path(given).is_absolute() else config.rootpath / (given or DEFAULT_REPORT)
-
-
-def _settings(config: pytest.Config, axiom: str) -> Settings:
-    """The audit settings of one axiom's audit: the plugin's options over the CLI's defaults."""
-    defaults = {spec.name: spec.metadata["cli_default"] for spec in setting_fields()}
-    given = {name: config.getoption(f"mechir_{name}") for name in PLUGIN_SETTINGS}
-    return Settings(**{**defaults, **given, "axioms": (axiom,)})
 
 
 @pytest.fixture(scope="session")
 def mechir_ranker(pytestconfig: pytest.Config):
-    """The ranker under audit (--mechir-model, on --mechir-device in --mechir-dtype), loaded once per session."""
+    """The ranker under audit (mechir_model, on mechir_device in mechir_dtype), loaded once per session."""
     from .models.loading import load_ranker
 
-    return load_ranker(pytestconfig.getoption("mechir_model"), kind=pytestconfig.getoption("mechir_kind"),
-                       device=pytestconfig.getoption("mechir_device"),
-                       dtype=pytestconfig.getoption("mechir_dtype"))
+    placement = {name: _option(pytestconfig, name) or default for name, (_, default) in PLACEMENT.items()}
+    return load_ranker(session_settings(pytestconfig).model, kind=placement["kind"], device=placement["device"],
+                       dtype=placement["dtype"])
 
 
 @pytest.fixture(scope="session")
 def axiom_audit(pytestconfig: pytest.Config, mechir_ranker) -> Callable[[str], AxiomResult]:
-    """axiom_audit("TFC1") -> AxiomResult; each axiom is audited once per session and saved with its report."""
+    """axiom_audit("TFC1") -> AxiomResult. The configured axioms (mechir_axioms) are audited together on the first
+    request, as `audit()` and the CLI audit them, into <report>/<AXIOM+AXIOM...>; an axiom outside them is audited
+    on its own into <report>/<AXIOM>. Each audit runs once per session and is saved with its report."""
     results: dict[str, AxiomResult] = pytestconfig.stash[_RESULTS]
     root = _report_root(pytestconfig)
+    settings = session_settings(pytestconfig)
 
     def run(name: str) -> AxiomResult:
-        from .auditing.run import audit
+        from .auditing.pipeline import audit, check_settings
         from .specs.axiom import load_axiom
 
         __tracebackhide__ = True
         if name not in results:
             _check_name(name)
-            settings = _settings(pytestconfig, name)
-            load_axiom(name)  # an unknown axiom fails here, before any file is touched
-            folder = _report_folder(root / name)
-            options = {key: value for key, value in settings.describe().items() if key not in ("axioms", "model", "data")}
-            found = audit(mechir_ranker, [name], settings.data, **{**options, "targets": settings.targets},
-                          folder=folder, progress=False)
-            results[name] = AxiomResult(name, found)
+            names = settings.axioms if name in settings.axioms else (name,)
+            for each in names:
+                _check_name(each)
+                load_axiom(each)  # an unknown axiom fails here, before any file is touched
+            chosen = check_settings(settings.but(axioms=names))
+            folder = _report_folder(root / "+".join(names))
+            found = audit(mechir_ranker, names, chosen.data, chosen, folder=folder, progress=False)
+            results.update({each: AxiomResult(each, found) for each in names})
         return results[name]
 
     return run
@@ -222,7 +236,7 @@ def _check_name(name: object) -> None:
 
 
 def _report_folder(folder: Path) -> OutputFolder:
-    """The output folder of this session's audit of an axiom. An audit the plugin wrote there before is replaced
+    """The output folder of one of this session's audits. An audit the plugin wrote there before is replaced
     (a test run's output), or resumed if it stopped part-way (a run killed by a timeout, say); anything else
     there is refused, and nothing of it is touched (see core.outputs)."""
     unfinished = (folder / "work" / "settings.json").is_file() and not (folder / "manifest.json").is_file()
@@ -241,9 +255,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     terminalreporter.section("mechir-axioms")
     for name, result in results.items():
-        row = result.row
+        row, lines = result.row, result.audit.step_lines(name)
         terminalreporter.write_line(
             f"{name}: {row['verdict']}, agreement {row['agreement']:.1%} [{row['agreement_low']:.1%}, "
-            f"{row['agreement_high']:.1%}], heads encoding {row['encodes']}, violating {row['violates']}, "
-            f"block cells encoding {row['cells_encodes']}, violating {row['cells_violates']}; report {result.report}"
+            f"{row['agreement_high']:.1%}], {', '.join(lines)}; report {result.report}"
         )

@@ -15,7 +15,7 @@ from mechir_axioms import load_ranker, make_pairs, patch
 from mechir_axioms.models.names import act_name
 from mechir_axioms.patching.attribution import attribution_batch
 from mechir_axioms.patching.plan import plan
-from mechir_axioms.patching.runs import clean_runs
+from mechir_axioms.patching.runs import clean_batch
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,7 +66,7 @@ def test_graddrop_matches_its_definition(double_case, name, target):
     names = sorted({variant.site for _, variant in the_plan.variants})
     rows = list(range(len(pairs)))
     with torch.no_grad():
-        runs = clean_runs(ranker, pairs, rows, names, "to_low")
+        runs = clean_batch(ranker, pairs, rows, names, "to_low")
     kept = np.abs(result.donor_score - result.receiver_score) >= _delta(ranker)
     changed = 0
     for layer in range(ranker.n_layers):

@@ -11,6 +11,8 @@ from mechir_axioms import SettingsError, Variant, audit, load_audit, load_axiom,
 from mechir_axioms.cli import main
 from mechir_axioms.models.layout import REGIONS
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 TINY_TOLERANCE = 1e-7  # random tiny models move their scores by ~1e-5, far below a trained model's 1e-3
 HEAD_COLUMNS = ["axiom", "layer", "head", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag"]
 
@@ -180,7 +182,9 @@ def test_existing_folder_needs_resume_and_same_settings(tiny, tiny_audit):
 
 def test_bad_arguments_get_one_clear_sentence(tiny, capsys, tmp_path):
     ranker, path = tiny("bert", "bi")
-    with pytest.raises(ValueError, match="targets=\\['neurons'\\] is not valid; choose from heads, blocks"):
+    with pytest.raises(ValueError, match="steps=\\['neurons'\\] is not valid; choose from heads, cells, blocks"):
+        audit(ranker, ["TFC1"], steps=["neurons"])
+    with pytest.raises(ValueError, match="targets=\\['neurons'\\] is not valid; targets are heads, blocks, paths"):
         audit(ranker, ["TFC1"], targets=["neurons"])
     with pytest.raises(ValueError, match="method='fast' is not valid"):
         audit(ranker, ["TFC1"], method="fast")

@@ -14,6 +14,8 @@ from transformers import AutoModel, BertTokenizerFast
 
 from mechir_axioms import load_ranker
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 QUERY_MAXLEN, DOC_MAXLEN = 32, 64
 
 

@@ -11,14 +11,16 @@ import pandas as pd
 import pytest
 
 from mechir_axioms import audit, compare
-from mechir_axioms.auditing.result import Audit, load_audit
-from mechir_axioms.auditing.sweep import Sweep, stability
-from mechir_axioms.comparing import Comparison
+from mechir_axioms.results.audit import Audit, load_audit
+from mechir_axioms.results.sweep import Sweep, stability
+from mechir_axioms.results.comparison import Comparison
 from mechir_axioms.core.errors import SettingsError
 from mechir_axioms.patching.result import PatchResult
-from mechir_axioms.report.render import percent
+from mechir_axioms.results.text import percent
 
 from browser import chromium, open_page
+
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
 
 OPTIONS = dict(n=12, seed=1, targets=("heads",), method="attribution", examples=0, tolerance=1e-7, progress=False)
 HOSTILE = '<script>alert("x")</script>'

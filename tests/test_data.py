@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mechir_axioms import DataError, load_data
-from mechir_axioms.pairs.data import SAMPLE_NAME
+from mechir_axioms.core.defaults import SAMPLE_NAME
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,7 @@ def test_patching_puts_every_tensor_on_the_rankers_device(small_pairs, family, k
     assert all(result.excluded == 0 for result in results)  # every pair really went through the engines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,kind", KINDS)
 def test_audit_puts_every_tensor_on_the_rankers_device(small_pairs, trec_rows, tmp_path, family, kind):
     import pandas as pd

@@ -21,6 +21,8 @@ from mechir_axioms import RayExecutor, SettingsError, audit
 from mechir_axioms.auditing.checkpoints import Checkpoints
 from processes import kill_once_written
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 FRAMES = ("axioms", "heads", "cells", "blocks", "pairs")
 OPTIONS = {"axioms": ["TFC1"], "n": 40, "method": "verified", "cell_pairs": 8, "examples": 0, "stability": 2,
            "progress": False}
@@ -147,6 +149,25 @@ def test_sweep_runs_its_variants_on_one_set_of_workers(ray_cluster, minilm, shor
     pd.testing.assert_frame_equal(distributed.variants, local.variants, check_exact=True)
     for key, result in local.audits.items():
         pd.testing.assert_frame_equal(distributed.audits[key].heads, result.heads, check_exact=True)
+
+
+@pytest.mark.ray
+def test_ray_workers_share_clean_runs_and_match_one_process(ray_cluster, minilm, short_frame, one_torch_thread):
+    """Each worker holds its own store of the bound size for its copy of the ranker: a chunk's second direction
+    reuses the first's clean runs there, and every result equals the chunk patched in this process, bitwise."""
+    from mechir_axioms import make_pairs
+    from mechir_axioms.executing.jobs import Job, Task
+
+    pairs = make_pairs("TFC1", short_frame, minilm, n=4, seed=2)
+    tasks = [Task(pairs, direction) for direction in ("to_baseline", "to_perturbed")]
+    job = Job("heads", "attribution", 4, 1e-3)
+    with RayExecutor(workers=1, threads=1) as executor:
+        executor.bind(minilm, clean_run_bytes=2**28)
+        results = dict(executor.run(job, tasks))
+        facts = ray_cluster.get(executor.actors[0].describe.remote())
+    assert facts["clean_run_bytes"] == 2**28 and facts["clean_run_hits"] == 1
+    for index, task in enumerate(tasks):
+        np.testing.assert_array_equal(results[index].effects, job.run(minilm, task.pairs, task.direction).effects)
 
 
 @pytest.mark.ray

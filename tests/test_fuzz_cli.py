@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from mechir_axioms import audit
 from mechir_axioms.cli import main
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 QUICK_FUZZ = settings(FUZZ, max_examples=200)  # sweep and intervene stop before their audits: cheap examples
@@ -120,8 +122,8 @@ def test_figure_fuzz(ground, data):
 @pytest.fixture()
 def stopped_before_audits(ground, monkeypatch):
     """load_ranker gives the tiny ranker; the audits of sweep and intervene raise Reached."""
-    import mechir_axioms.auditing.sweep as sweeping
-    import mechir_axioms.intervening as intervening
+    import mechir_axioms.auditing.designs as sweeping
+    import mechir_axioms.assessing as intervening
     import mechir_axioms.models.loading as loading
 
     _, ranker, _ = ground

@@ -21,6 +21,8 @@ from mechir_axioms.models.names import act_name
 
 from browser import chromium, open_page
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 HEADS = [(0, 1), (1, 2)]
 
 

@@ -25,6 +25,8 @@ from mechir_axioms import audit, load_audit, load_ranker, make_pairs, patch
 from mechir_axioms.models.layout import REGIONS
 from mechir_axioms.patching.naive import patch_naive
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 pytest_plugins = ["pytester"]
 
 TOLERANCE = 1e-9  # exact vs naive, float64
@@ -356,7 +358,7 @@ def test_plugin_audits_an_llm_folder(pytester, decoder_model, short_frame, tmp_p
     reports = tmp_path / "reports"
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--mechir-model", str(decoder_model("qwen3", "causal-lm")), "--mechir-kind", "llm",
-        "--mechir-n", "8", "--mechir-data", str(data), "--mechir-report", str(reports))
+        "--mechir-axioms", "TFC1", "--mechir-n", "8", "--mechir-data", str(data), "--mechir-report", str(reports))
     result.assert_outcomes(passed=1)
     assert "TFC1: " in result.stdout.str() and (reports / "TFC1" / "report.html").is_file()
 
@@ -383,7 +385,7 @@ def test_attribution_runs_on_the_new_kinds(double_case, exact_results, name, tar
 
 def test_report_does_not_call_a_decoder_an_encoder(decoder_model, short_frame):
     """The report's lead line reads "{kind}-encoder ranker", which names an LLM reranker an "llm-encoder"."""
-    from mechir_axioms.report.render import render
+    from mechir_axioms.report.audit_page import render
 
     ranker = load_ranker(decoder_model("qwen3", "causal-lm"))
     result = audit(ranker, ["TFC1"], data=short_frame, n=4, targets=("heads",), method="attribution", examples=0,

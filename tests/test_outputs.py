@@ -182,7 +182,7 @@ def test_plugin_rerun_keeps_files_the_user_added(pytester, bi):
     pytester.makepyfile(test_inner="def test_it(axiom_audit):\n    axiom_audit('TFC1')\n")
     report = pytester.path / "rep"
     arguments = ["-p", "no:cacheprovider", f"--mechir-model={model}", "--mechir-n=3", "--mechir-method=attribution",
-                 "--mechir-targets=heads", f"--mechir-report={report}"]
+                 "--mechir-steps=heads", "--mechir-axioms=TFC1", f"--mechir-report={report}"]
     pytester.runpytest_subprocess(*arguments).assert_outcomes(passed=1)
     (report / "TFC1" / "my_notes.txt").write_text("notes")
     (report / "TFC1" / "figs").mkdir()
@@ -311,7 +311,7 @@ def test_a_selection_of_no_pair_is_one_sentence(bi, tmp_path, capsys):
 
 
 def test_ctrl_c_says_what_was_kept_and_exits_130(monkeypatch, tmp_path, capsys):
-    import mechir_axioms.cli as cli
+    import mechir_axioms.cli.arguments as cli
 
     def interrupted(args):
         raise KeyboardInterrupt

@@ -15,21 +15,26 @@ from mechir_axioms.patching.naive import patch_naive
 TOLERANCE = 1e-5
 
 
-@pytest.fixture(scope="module", params=["minilm", "cross-encoder", "t5"])
+REAL = {"minilm": None, "cross-encoder": "cross_encoder_path"}
+"""The real models: the slow tier patches them; the fast tier patches the tiny random-weight models only."""
+TINY = {"tiny-bi": ("bert", "bi"), "tiny-cross": ("bert", "cross"), "t5": ("t5", "t5")}
+
+
+@pytest.fixture(scope="module", params=[*(pytest.param(name, marks=pytest.mark.slow) for name in REAL), *TINY])
 def double_ranker(request, tiny):
     """Each model in float64, so the comparison sees the algorithm and not float32 reduction order."""
-    if request.param == "minilm":
-        ranker = load_ranker()
-    elif request.param == "cross-encoder":
-        ranker = load_ranker(request.getfixturevalue("cross_encoder_path"))
+    if request.param in REAL:
+        fixture = REAL[request.param]
+        ranker = load_ranker(request.getfixturevalue(fixture) if fixture else None)
     else:
-        ranker = load_ranker(tiny("t5", "t5")[1])
+        ranker = load_ranker(tiny(*TINY[request.param])[1])
     ranker.model.double()
+    ranker.test_delta = 1e-3 if request.param in REAL else 1e-7  # random weights barely react to one term
     return ranker
 
 
 def _delta_for(ranker) -> float:
-    return 1e-3 if ranker.kind != "t5" else 1e-7  # the random-weight T5 barely reacts to one term
+    return ranker.test_delta
 
 
 @pytest.mark.parametrize("target", ["heads", "mlp", "heads_by_pos", "blocks", "regions"])

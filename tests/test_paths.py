@@ -9,8 +9,10 @@ import pytest
 
 from mechir_axioms import load_ranker, make_pairs, patch
 from mechir_axioms.core.errors import SettingsError
-from mechir_axioms.patching.naive import path_patch_naive
-from mechir_axioms.patching.paths import path_patch
+from mechir_axioms.patching.naive import patch_paths_naive
+from mechir_axioms.patching.paths import PathSpec, Receiver, patch_paths
+
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
 
 TOLERANCE = 1e-9
 
@@ -59,7 +61,7 @@ def _senders(ranker) -> list[tuple[int, int]]:
 def test_all_receivers_equal_activation_patching(case, name):
     ranker, pairs, delta = case(name)
     senders = [(layer, head) for layer in range(ranker.n_layers) for head in (0, ranker.n_heads - 1)]
-    paths = path_patch(ranker, pairs, senders, "all", batch_size=4, delta=delta, progress=False)
+    paths = patch_paths(ranker, pairs, senders, "all", batch_size=4, delta=delta, progress=False)
     heads = patch(ranker, pairs, "heads", batch_size=4, delta=delta, progress=False)
     expected = heads.effects[:, [layer for layer, _ in senders], [head for _, head in senders]]
     assert paths.included.any(), "some pair must be patched"
@@ -80,8 +82,8 @@ def test_batched_equals_naive_and_empty_gives_zero(case, name):
     receivers = {"final": "final", "heads": [(last, 0), (max(last - 1, 1), 1 % ranker.n_heads)],
                  "q and final": [(last, 0, "q"), "final"], "empty": []}
     for label, receiving in receivers.items():
-        fast = path_patch(ranker, pairs, senders, receiving, batch_size=batch_size, delta=delta, progress=False)
-        naive = path_patch_naive(ranker, pairs, senders, receiving, delta=delta)
+        fast = patch_paths(ranker, pairs, senders, receiving, batch_size=batch_size, delta=delta, progress=False)
+        naive = patch_paths_naive(ranker, pairs, senders, receiving, delta=delta)
         assert np.array_equal(np.isnan(fast.effects), np.isnan(naive.effects)), label
         difference = float(np.nanmax(np.abs(fast.effects - naive.effects)))
         print(f"\n[paths vs naive] {name:14s} {label:12s} max |diff| {difference:.2e}")
@@ -95,7 +97,6 @@ def test_batched_equals_naive_and_empty_gives_zero(case, name):
 def test_paths_sharing_a_sender_pass_equal_the_reference_one_by_one(case):
     """An audit's edge list: each sender into the score and into single heads, sharing one sender pass, next to
     receiver sets that keep a head live; each column equals the reference for its receiver set alone."""
-    from mechir_axioms.patching.paths import PathSpec, Receiver, patch_paths
 
     ranker, pairs, delta = case("minilm")
     senders = [(0, 1), (2, 5), (3, 2)]
@@ -106,14 +107,14 @@ def test_paths_sharing_a_sender_pass_equal_the_reference_one_by_one(case):
     paths = [PathSpec(sender, parsed[index]) for sender in senders for index in parsed]
     fast = patch_paths(ranker, pairs, paths, batch_size=4, delta=delta, progress=False)
     for index, receivers in enumerate(sets):
-        naive = path_patch_naive(ranker, pairs, senders, list(receivers), delta=delta)
+        naive = patch_paths_naive(ranker, pairs, senders, list(receivers), delta=delta)
         columns = [i for i, path in enumerate(paths) if path.receivers == parsed[index]]
         assert np.nanmax(np.abs(fast.effects[:, columns] - naive.effects)) <= TOLERANCE, receivers
 
 
 def test_receivers_before_the_sender_receive_nothing(case):
     ranker, pairs, delta = case("minilm")
-    late = path_patch(ranker, pairs, [(4, 3), (5, 0)], [(3, 2), (4, 3)], delta=delta, progress=False)
+    late = patch_paths(ranker, pairs, [(4, 3), (5, 0)], [(3, 2), (4, 3)], delta=delta, progress=False)
     assert np.all(late.effects[late.included] == 0)  # (4, 3) and (5, 0) reach neither (3, 2) nor (4, 3) itself
 
 
@@ -121,8 +122,8 @@ def test_a_head_receiver_carries_part_of_the_direct_route(case):
     """Into one later head, a sender passes on part of what it passes to the score; the sum over every later
     head and the final stream (each alone) is not the total, but each path stays within the total's order."""
     ranker, pairs, delta = case("minilm")
-    total = path_patch(ranker, pairs, [(2, 5)], "all", delta=delta, progress=False).effects[:, 0]
-    direct = path_patch(ranker, pairs, [(2, 5)], "final", delta=delta, progress=False).effects[:, 0]
+    total = patch_paths(ranker, pairs, [(2, 5)], "all", delta=delta, progress=False).effects[:, 0]
+    direct = patch_paths(ranker, pairs, [(2, 5)], "final", delta=delta, progress=False).effects[:, 0]
     assert not np.allclose(total[~np.isnan(total)], direct[~np.isnan(direct)])  # later heads matter
 
 
@@ -136,9 +137,28 @@ def test_bad_senders_and_receivers(case):
         ([], "final", "senders is empty"),
     ]:
         with pytest.raises(SettingsError, match=message):
-            path_patch(ranker, pairs, senders, receivers, progress=False)
-    with pytest.raises(SettingsError, match="exact"):
-        path_patch(ranker, pairs, [(0, 0)], "final", method="attribution", progress=False)
+            patch_paths(ranker, pairs, senders, receivers, progress=False)
+    with pytest.raises(SettingsError, match="method='attribution' cannot measure target 'paths'; methods that can: exact"):
+        patch_paths(ranker, pairs, [(0, 0)], "final", method="attribution", progress=False)
+    path = PathSpec((0, 0), (Receiver(ranker.n_layers),))
+    with pytest.raises(SettingsError, match="with a list of PathSpec, which name their own receivers"):
+        patch_paths(ranker, pairs, [path], "final", progress=False)
+    with pytest.raises(SettingsError, match="senders mixes PathSpec and"):
+        patch_paths(ranker, pairs, [path, (0, 1)], progress=False)
+
+
+def test_both_forms_are_one_verb(case):
+    """Senders into one receiver set give what the same paths given as PathSpec give, labelled by sender."""
+    ranker, pairs, delta = case("minilm")
+    senders = [(0, 1), (3, 2)]
+    by_sender = patch_paths(ranker, pairs, senders, [(4, 4, "q"), "final"], delta=delta, progress=False)
+    receivers = (Receiver(4, 4, ("q",)), Receiver(ranker.n_layers))
+    by_path = patch_paths(ranker, pairs, [PathSpec(sender, receivers) for sender in senders], delta=delta,
+                          progress=False)
+    np.testing.assert_array_equal(by_sender.effects, by_path.effects)
+    assert by_sender.dims == ("pair", "sender") and by_sender.labels["sender"] == ["0.1", "3.2"]
+    assert by_path.dims == ("pair", "path") and by_path.labels["path"] == ["0.1>4.4.q,score", "3.2>4.4.q,score"]
+    assert by_path.target == by_sender.target == "paths" and by_path.method == "exact"
 
 
 # --- the audit's paths step, its report and its figure ------------------------------------------------------
@@ -155,9 +175,8 @@ def path_audit(minilm, short_frame, tmp_path_factory):
 
 def test_audit_paths_are_the_edges_into_flagged_heads_and_the_score(path_audit, minilm, short_frame):
     from mechir_axioms.analysis.findings import symmetric_change
-    from mechir_axioms.auditing.run import _cell_rows
+    from mechir_axioms.auditing.context import sample_rows as _cell_rows
     from mechir_axioms.auditing.verified import share
-    from mechir_axioms.patching.paths import PathSpec, Receiver, patch_paths
 
     result, _ = path_audit
     receivers = sorted((int(r.layer), int(r.head)) for r in result.flagged("TFC1").itertuples())
@@ -171,7 +190,7 @@ def test_audit_paths_are_the_edges_into_flagged_heads_and_the_score(path_audit, 
     for layer, head in receivers:
         into = result.paths[result.paths["receiver"] == f"{layer}.{head}"]
         assert (into["sender_layer"] < layer).all() and len(into) == 12 * layer
-    # the audit's edge effects are the symmetric share of path_patch's own effects on the same pairs
+    # the audit's edge effects are the symmetric share of patch_paths's own effects on the same pairs
     pairs = make_pairs("TFC1", short_frame, minilm, n=32, seed=0).take(_cell_rows(32, 6, 0))
     paths = [PathSpec((3, 2), (Receiver(minilm.n_layers),)), PathSpec((5, 0), (Receiver(minilm.n_layers),))]
     runs = [patch_paths(minilm, pairs, paths, batch_size=8, direction=d, delta=1e-3, progress=False)
@@ -215,11 +234,11 @@ def test_report_draws_the_circuit_and_the_figure_command_writes_it(path_audit, t
     assert main(["figure", str(folder), "--axioms", "TFC1", "--frame", "circuit", "--out", str(tmp_path / "c.png")]) == 2
 
 
-def test_paths_need_heads():
-    from mechir_axioms import Settings
+def test_paths_need_heads(minilm):
+    from mechir_axioms import audit
 
-    with pytest.raises(SettingsError, match="paths run into the flagged heads"):
-        Settings(targets=("paths",))
+    with pytest.raises(SettingsError, match="paths needs heads too \\(use heads,paths\\)"):
+        audit(minilm, ["TFC1"], steps=("paths",))
 
 
 def test_the_circuit_opens_in_chromium(path_audit):

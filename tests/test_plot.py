@@ -15,6 +15,8 @@ import pytest
 from mechir_axioms import SettingsError, audit, load_ranker, plot
 from mechir_axioms.cli import main
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 TINY_TOLERANCE = 1e-7  # the random tiny model moves its scores by ~1e-5
 
 

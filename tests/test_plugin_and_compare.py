@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from mechir_axioms import audit, compare
+from mechir_axioms import audit, compare, load_audit
 from mechir_axioms.cli import main
 from mechir_axioms.comparing import newcombe_difference
 from mechir_axioms.core.outputs import LEDGER
@@ -42,24 +42,25 @@ def test_plugin_fixtures_marker_messages_and_summary(pytester, tiny, tmp_path):
     _, model = tiny("bert", "bi")
     pytester.makepyfile(test_inner=INNER_TESTS)
     reports = tmp_path / "reports"
-    result = pytester.runpytest_subprocess("-rA", "--mechir-model", str(model), "--mechir-n", "12", "--mechir-report", str(reports))
+    result = pytester.runpytest_subprocess("-rA", "--mechir-model", str(model), "--mechir-axioms", "TFC1,LNC1",
+                                           "--mechir-n", "12", "--mechir-report", str(reports))
     result.assert_outcomes(passed=2, failed=3)
     output = result.stdout.str()
     # a random tiny model moves its scores by ~1e-5, below the 1e-3 tolerance: no pair agrees, no head is tested
     expected = [  # in this order; plain substrings, since fnmatch would read the CI brackets as patterns
         "TFC1 (One more occurrence of a query term raises the score): expected agreement of at least 99.0%, "
         "measured agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs",
-        f"report: {reports}/TFC1/report.html",
+        f"report: {reports}/TFC1+LNC1/report.html",
         "expected heads 0.1 to be flagged 'encodes'; not flagged: 0.1 untested (no pair changed its score by "
         "more than the tolerance). Heads flagged 'encodes': none. A flag needs an effect beyond +/-0.05 at "
         "q <= 0.05 (heads: verified method: AtP* screened every head, flags rest on exact patching)",
         "expected the verdict 'satisfied' (expect increase; Wilson interval above 50%), measured 'violated': "
         "agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs, mean score change",
         " mechir-axioms ",
-        "TFC1: violated, agreement 0.0% [0.0%, 24.2%], heads encoding 0, violating 0, block cells encoding 0, "
-        "violating 0; report ",
-        "LNC1: satisfied, agreement 100.0% [75.8%, 100.0%], heads encoding 0, violating 0, block cells encoding 0, "
-        "violating 0; report ",
+        "TFC1: violated, agreement 0.0% [0.0%, 24.2%], heads encoding 0, violating 0; verified exactly: none",
+        "block cells encoding 0, violating 0; report ",
+        "LNC1: satisfied, agreement 100.0% [75.8%, 100.0%], heads encoding 0, violating 0; verified exactly: none",
+        "block cells encoding 0, violating 0; report ",
     ]
     position = 0
     for text in expected:
@@ -67,7 +68,8 @@ def test_plugin_fixtures_marker_messages_and_summary(pytester, tiny, tmp_path):
         assert found >= 0, f"missing, or out of order: {text!r}"
         position = found + len(text)
     assert "test_agreement[TFC1]" in output and "test_agreement[LNC1]" in output
-    assert (reports / "TFC1" / "report.html").is_file() and (reports / "LNC1" / "manifest.json").is_file()
+    together = load_audit(reports / "TFC1+LNC1")  # the configured axioms, audited together as audit() would
+    assert list(together.axioms["axiom"]) == ["TFC1", "LNC1"] and (reports / "TFC1+LNC1" / "report.html").is_file()
 
 
 # assert_no_violating_heads on heads that were tested: the tiny model above moves no score past the tolerance, so
@@ -101,6 +103,7 @@ filler = "a"
 """
 
 
+@pytest.mark.slow
 def test_no_violating_heads_is_checked_on_tested_heads(tiny, trec_rows, tmp_path):
     """Run in a plain subprocess rather than by pytester, whose restoring of sys.modules would make pandas
     register its Parquet types twice once this test has read the audits back."""
@@ -127,7 +130,7 @@ def test_no_violating_heads_is_checked_on_tested_heads(tiny, trec_rows, tmp_path
     (inner / "test_inner.py").write_text(NO_VIOLATION_TESTS)
     reports = tmp_path / "reports"
     command = [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "--mechir-model", str(scaled),
-               "--mechir-data", str(data), "--mechir-n", "16", "--mechir-report", str(reports)]
+               "--mechir-data", str(data), "--mechir-axioms", "TFC1", "--mechir-n", "16", "--mechir-report", str(reports)]
     environment = {**os.environ, "MECHIR_AXIOMS_PATH": str(specs), "HF_HUB_OFFLINE": "1"}
     run = subprocess.run(command, cwd=inner, env=environment, capture_output=True, text=True, timeout=600)
     output = run.stdout
@@ -183,6 +186,7 @@ def two_audits(tiny, tmp_path_factory):
     return first, second, damaged, root
 
 
+@pytest.mark.slow
 def test_compare_passes_identical_audits_and_fails_a_damaged_one(two_audits, capsys):
     first, second, damaged, root = two_audits
     same = compare(first, second)
@@ -199,6 +203,7 @@ def test_compare_passes_identical_audits_and_fails_a_damaged_one(two_audits, cap
     assert "below the required 0.99" in suite.find("testcase/failure").get("message")
 
 
+@pytest.mark.slow
 def test_compare_refuses_audits_with_different_settings(two_audits, tiny, tmp_path):
     first, *_ = two_audits
     ranker, _ = tiny("bert", "bi")
@@ -207,13 +212,15 @@ def test_compare_refuses_audits_with_different_settings(two_audits, tiny, tmp_pa
         compare(first, other)
 
 
+@pytest.mark.slow
 def test_plugin_resumes_its_audit_killed_midway(pytester, tiny, tmp_path):
     """A CI job killed during the plugin's audit leaves checkpoints and no marker; the next session resumes
     them instead of refusing the folder as someone else's."""
     _, model = tiny("bert", "bi")
     pytester.makepyfile(test_inner="def test_audited(axiom_audit):\n    axiom_audit('TFC1')\n")
     reports = tmp_path / "reports"
-    options = ["--mechir-model", str(model), "--mechir-n", "48", "--mechir-report", str(reports)]
+    options = ["--mechir-model", str(model), "--mechir-axioms", "TFC1", "--mechir-n", "48", "--mechir-report",
+               str(reports)]
     checkpoint = reports / "TFC1" / "work" / "TFC1" / "pairs" / "provenance.json"
     kill_once_written([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *options], checkpoint,
                       cwd=pytester.path, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -16,6 +16,8 @@ import mechir_axioms.pyterrier as integration
 from mechir_axioms import DataError, SettingsError, audit, load_axiom, load_data, make_pairs
 from mechir_axioms.pyterrier import INSTALL, RankerTransformer
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 pt = pytest.importorskip("pyterrier")
 
 

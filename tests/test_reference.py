@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_reference import CASES, OUT, reference_audit  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 
 ADDED: dict[str, list[str]] = {}
 """Columns a frame gained after the reference was written (none since the float64 reference)."""

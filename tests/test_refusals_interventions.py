@@ -16,6 +16,8 @@ from mechir_axioms.cli import main
 from mechir_axioms.core.errors import DataError
 from mechir_axioms.models.names import act_name
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 SITE = act_name("resid_post", 0)
 
 

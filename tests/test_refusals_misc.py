@@ -51,7 +51,8 @@ def test_pyterrier_qids_of_mixed_types_are_one_query(bert):
 
 def test_ray_connect_timeout_is_a_setting_and_a_flag():
     pytest.importorskip("ray")
-    from mechir_axioms.cli import _executor, parser
+    from mechir_axioms.cli import parser
+    from mechir_axioms.cli.commands import _executor
     from mechir_axioms.executing.cluster import CONNECT_TIMEOUT, RayExecutor
 
     assert RayExecutor().connect_timeout == CONNECT_TIMEOUT == 30

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-import mechir_axioms.auditing.sweep as sweeping
+import mechir_axioms.auditing.designs as sweeping
 from mechir_axioms import MechirError, SettingsError, sweep
-from mechir_axioms.cli import _vary, main
+from mechir_axioms.cli import main
+from mechir_axioms.cli.commands import _vary
 
 
 class Reached(Exception):

@@ -18,7 +18,7 @@ from mechir_axioms import DataError, MechirError, SpecError, load_axiom, load_da
 from mechir_axioms.perturb.operators import OPERATORS
 from mechir_axioms.perturb.terms import selector_names
 from mechir_axioms.specs.axiom import (
-    EXPECTATIONS, FILLS, TABLES, TARGETS, Axiom, Perturbation, axiom_folders, list_axioms, read_axiom_file,
+    EXPECTATIONS, FILLS, SIDES, TABLES, Axiom, Perturbation, axiom_folders, list_axioms, read_axiom_file,
     with_overrides,
 )
 
@@ -260,7 +260,7 @@ FIELDS = {table: sorted(schema) for table, schema in TABLES.items()}  # "" is th
 FIELDS["perturb"] = sorted({"operation", "target"}.union(*(operator.params for operator in OPERATORS.values())))
 KNOWN_KEYS = sorted({key for keys in FIELDS.values() for key in keys} | {"perturb", "baseline", "select"})
 PLAUSIBLE = st.sampled_from(
-    [*EXPECTATIONS, *FILLS, *TARGETS, *OPERATORS, *selector_names(), "start", "end", "offset", "diminishing",
+    [*EXPECTATIONS, *FILLS, *SIDES, *OPERATORS, *selector_names(), "start", "end", "offset", "diminishing",
      "a", "[SEP]", "", " ", True, False, 0, 1, 2, 3, 10, 11, -1, [0, 1], [2, "high"], []]
 )
 SCALARS = (

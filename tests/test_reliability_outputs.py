@@ -21,6 +21,8 @@ from mechir_axioms import SettingsError, audit, compare, load_audit, load_axiom,
 from mechir_axioms.core.outputs import LEDGER, LOCK
 from mechir_axioms.cli import main
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 pytest_plugins = ["pytester"]
 QUICK = dict(n=3, seed=0, targets=("heads",), method="attribution", examples=0, tolerance=0.0, progress=False)
 
@@ -43,8 +45,8 @@ def test_plugin_never_deletes_a_folder_it_did_not_write(pytester, tiny, tmp_path
     notes.parent.mkdir(parents=True)
     notes.write_text("mine")
     pytester.makepyfile(test_inner="def test_it(axiom_audit):\n    axiom_audit('TFC1')\n")
-    outcome = pytester.runpytest("-p", "no:cacheprovider", f"--mechir-model={model}", "--mechir-n=3",
-                                 f"--mechir-report={tmp_path / 'reports'}")
+    outcome = pytester.runpytest("-p", "no:cacheprovider", f"--mechir-model={model}", "--mechir-axioms=TFC1",
+                                 "--mechir-n=3", f"--mechir-report={tmp_path / 'reports'}")
     outcome.assert_outcomes(errors=0, failed=1)
     assert "holds files mechir-axioms did not write" in outcome.stdout.str()
     assert notes.read_text() == "mine"
@@ -66,7 +68,8 @@ def test_plugin_refuses_path_like_axiom_names_before_touching_files(pytester, ti
 def test_plugin_replaces_its_own_stale_audit(pytester, tiny, tmp_path):
     _, model = tiny("bert", "bi")
     pytester.makepyfile(test_inner="def test_it(axiom_audit):\n    assert axiom_audit('TFC1').folder.is_dir()\n")
-    arguments = ["-p", "no:cacheprovider", f"--mechir-model={model}", "--mechir-n=3", f"--mechir-report={tmp_path}"]
+    arguments = ["-p", "no:cacheprovider", f"--mechir-model={model}", "--mechir-axioms=TFC1", "--mechir-n=3",
+                 f"--mechir-report={tmp_path}"]
     pytester.runpytest_subprocess(*arguments).assert_outcomes(passed=1)
     pytester.runpytest_subprocess(*arguments).assert_outcomes(passed=1)  # the second replaces the first's folder
     assert json.loads((tmp_path / "TFC1" / LEDGER).read_text())["origin"] == "pytest"
@@ -228,13 +231,14 @@ def test_manifest_names_model_data_and_spec_hashes(bi, tmp_path):
     assert len(manifest["data_hash"]) >= 12 and manifest["axioms"]["TFC1"]["spec_hash"]
 
 
-def test_plugin_targets_option_sets_what_each_audit_patches(pytester, tiny, tmp_path):
+def test_plugin_steps_option_sets_what_each_audit_patches(pytester, tiny, tmp_path):
     _, model = tiny("bert", "bi")
     pytester.makepyfile(test_inner="def test_it(axiom_audit):\n    axiom_audit('TFC1')\n")
-    arguments = ["-p", "no:cacheprovider", f"--mechir-model={model}", "--mechir-n=3", f"--mechir-report={tmp_path}"]
-    pytester.runpytest_subprocess(*arguments, "--mechir-targets=heads").assert_outcomes(passed=1)
+    arguments = ["-p", "no:cacheprovider", f"--mechir-model={model}", "--mechir-axioms=TFC1", "--mechir-n=3",
+                 f"--mechir-report={tmp_path}"]
+    pytester.runpytest_subprocess(*arguments, "--mechir-steps=heads").assert_outcomes(passed=1)
     audited = load_audit(tmp_path / "TFC1")
-    assert audited.manifest["settings"]["targets"] == ["heads"] and audited.cells.empty
-    outcome = pytester.runpytest_subprocess(*arguments, "--mechir-targets=heads,nerves")
+    assert audited.manifest["settings"]["steps"] == ["heads"] and audited.cells.empty
+    outcome = pytester.runpytest_subprocess(*arguments, "--mechir-steps=heads,nerves")
     outcome.assert_outcomes(failed=1)
-    assert "targets=['heads', 'nerves'] is not valid; choose from heads, blocks" in outcome.stdout.str()
+    assert "steps=['heads', 'nerves'] is not valid; choose from heads, cells, blocks, paths" in outcome.stdout.str()

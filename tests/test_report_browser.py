@@ -11,6 +11,8 @@ from mechir_axioms import audit
 
 from browser import chromium, open_page
 
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
+
 
 
 @pytest.fixture(scope="module")

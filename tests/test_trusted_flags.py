@@ -12,11 +12,13 @@ import pytest
 
 from mechir_axioms import audit, load_audit, load_ranker, make_pairs
 from mechir_axioms.analysis.findings import behaviour, equivalence_margin
-from mechir_axioms.auditing.settings import Settings
-from mechir_axioms.auditing.sweep import default_vary, variants_of
+from mechir_axioms.results.settings import Settings
+from mechir_axioms.auditing.designs import default_vary, variants_of
 from mechir_axioms.cli import main
 from mechir_axioms.core.errors import SettingsError
 from mechir_axioms.specs.axiom import load_axiom
+
+pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from .checkpoints import Checkpoints
 CHUNK = 32
 """Pairs per checkpoint: an interrupted audit loses only the chunks it was patching (one locally, at most
 IN_FLIGHT per worker on Ray)."""
-DIRECTIONS = ("to_baseline", "to_perturbed")
+BOTH_WAYS = ("to_baseline", "to_perturbed")
 """Perturbed activations into the baseline run (denoising), and back (noising)."""
 
 
@@ -44,7 +44,7 @@ def both_directions(pairs: PairSet, axiom: str, expect: str, name: str, job: Job
                     executor: Executor, progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, PatchResult]:
     """The symmetric change of every component (perturbed into baseline and back), and the two runs."""
     starts = range(0, len(pairs), CHUNK)
-    keys = [(direction, start) for start in starts for direction in DIRECTIONS]  # a chunk's directions share runs
+    keys = [(direction, start) for start in starts for direction in BOTH_WAYS]  # a chunk's directions share runs
     parts = {key: work.stored(axiom, chunk_name(name, *key)) for key in keys}
     missing = [key for key in keys if parts[key] is None]
     tasks = [Task(pairs.take(range(start, min(start + CHUNK, len(pairs)))), direction) for direction, start in missing]
@@ -55,5 +55,5 @@ def both_directions(pairs: PairSet, axiom: str, expect: str, name: str, job: Job
             parts[missing[index]] = result
             bar.update()
     denoising, noising = (concatenate([parts[(direction, start)] for start in starts], len(pairs))
-                          for direction in DIRECTIONS)
+                          for direction in BOTH_WAYS)
     return symmetric_change(denoising, noising, expect), denoising, noising

@@ -15,16 +15,11 @@ from typing import Any
 import numpy as np
 
 from ..analysis.findings import symmetric_change
-from ..executing.base import Executor
-from ..executing.jobs import Job
 from ..models.names import act_name
-from ..pairs.pairset import PairSet
+from ..patching.methods import METHODS
 from ..patching.plan import Variant
 from ..patching.result import PatchResult
-from ..specs.axiom import Axiom
-from .checkpoints import Checkpoints
-from .chunks import both_directions
-from .settings import Settings
+from .context import AuditContext, AxiomRecord
 
 
 def share(change: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -58,25 +53,25 @@ def chosen(values: np.ndarray, threshold: float, margin: float, budget: int) -> 
     return [head for head in heads if values[head] >= threshold - margin][:budget]
 
 
-def verified_heads(pairs: PairSet, spec: Axiom, settings: Settings, work: Checkpoints, executor: Executor,
-                   progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, dict[str, Any]]:
-    """The symmetric change of every head (exact where verified, AtP* elsewhere), the first screening run, and
-    what was verified: the heads, the screen's error on them and the bound on a missed flag."""
+def verified_heads(record: AxiomRecord, context: AuditContext,
+                   method: str = "verified") -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, dict[str, Any]]:
+    """The symmetric change of every head (exact where verified, screened elsewhere), the first screening run, and
+    what was verified: the heads, the screen's error on them and the bound on a missed flag. The two-stage
+    `method` (patching.methods) names the screen (AtP*) and the exact measurement."""
     started = time.perf_counter()
-    screening = Job("heads", "atp*", settings.batch_size, settings.tolerance)
-    (change, size), denoising, noising = both_directions(pairs, spec.name, spec.expect, "heads-screen", screening,
-                                                         work, executor, progress)
-    signed, values = screen(denoising, noising, spec.expect)
+    settings, stages = context.settings, METHODS[method]
+    (change, size), denoising, noising = context.both_directions(record, "heads-screen",
+                                                                 context.job("heads", stages.screen))
+    signed, values = screen(denoising, noising, record.spec.expect)
     screened = time.perf_counter()
     heads = chosen(values, settings.threshold, settings.margin, settings.verify)
     measured = np.zeros(values.shape, dtype=bool)
     error = np.array([])
     if heads:
         variants = tuple(Variant(layer, act_name("z", layer), head=head) for layer, head in heads)
-        exactly = Job("heads", "exact", settings.batch_size, settings.tolerance, variants)
+        exactly = context.job("heads", stages.verify, variants=variants)
         name = "heads-verify-" + "-".join(f"{layer}.{head}" for layer, head in heads)
-        (exact_change, _), _, _ = both_directions(pairs, spec.name, spec.expect, name, exactly, work, executor,
-                                                  progress)
+        (exact_change, _), _, _ = context.both_directions(record, name, exactly)
         exact_share = share(exact_change, size)
         for index, head in enumerate(heads):
             change[(slice(None), *head)] = exact_change[:, index]
@@ -86,7 +81,7 @@ def verified_heads(pairs: PairSet, spec: Axiom, settings: Settings, work: Checkp
     error_99 = float(np.percentile(error, 99)) if len(error) else float("nan")
     bound = largest_left + (error_99 if len(error) else 0.0)
     verification = {
-        "screened_by": "atp*", "budget": settings.verify, "margin": settings.margin,
+        "screened_by": stages.screen, "budget": settings.verify, "margin": settings.margin,
         "candidates": int((values >= settings.threshold - settings.margin).sum()),
         "verified": [f"{layer}.{head}" for layer, head in heads],
         "measured": measured.tolist(), "screened_share": signed.tolist(), "screen_value": values.tolist(),

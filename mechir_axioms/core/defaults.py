@@ -14,12 +14,17 @@ DEFAULT_AXIOMS = ("TFC1", "TDC", "LNC1", "STMC1", "NULL")
 """What an audit covers unless told otherwise: four behaviours and the NULL calibration control."""
 SAMPLE_NAME = "bundled TREC DL 2019/2020 sample"
 """The name of the bundled data used when no data is given."""
-PATCHING_METHODS = ("exact", "attribution", "atp*")
-"""How components are patched: exact re-runs, the first-order attribution estimate (AtP), or AtP* (AtP with
-GradDrop's blocked-gradient estimates beside it)."""
-AUDIT_METHODS = (*PATCHING_METHODS, "verified")
+AUDIT_METHODS = ("exact", "attribution", "atp*", "verified")
 """How an audit measures heads: a patching method on every head, or "verified" (AtP* screens every head, and
-every head that could reach a flag is measured exactly)."""
+every head that could reach a flag is measured exactly). The names of patching.methods.METHODS, which is the
+registry; kept here only until auditing.settings reads the registry (derive nothing new from it)."""
+DEFAULT_TOLERANCE = 1e-3
+"""Pairs whose two scores differ by less than this are not patched: the metric's denominator is noise there."""
+DEFAULT_BATCH_SIZE = 8
+"""Sequences per forward pass when patching, unless told otherwise."""
+CLEAN_RUN_BYTES = 2**30
+"""What one process may hold of clean runs for reuse (patching.runs.CleanRuns): 1 GiB, least recently used
+dropped first."""
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = ("float32", "bfloat16", "float16")
 """Precisions a ranker may run in; float32 is the default and the one parity is tested in."""
@@ -27,7 +32,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 EXECUTORS = ("local", "ray")
 """Where an audit's patching chunks run (executing.registry.EXECUTORS implements each; the CLI offers these)."""
 INTERVENTION_OPS = ("ablate", "mean", "scale")
-"""What an intervention does to the named heads' outputs (models.interventions implements each)."""
+"""What an intervention does to the named heads' outputs (models.head_edits implements each)."""
 VERDICTS = ("satisfied", "violated", "inconclusive")  # what an axiom's behaviour can be judged
 
 AXIOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")

@@ -25,10 +25,12 @@ from typing import Any
 
 import torch
 
+from ..core.defaults import CLEAN_RUN_BYTES
 from ..core.errors import MechirError, SettingsError, WorkerError
 from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
 from ..patching.result import PatchResult
+from ..patching.runs import CleanRuns
 from .base import Executor
 from .jobs import Job, Task
 
@@ -51,9 +53,10 @@ def import_ray() -> Any:
 
 
 class Worker:
-    """A Ray actor's state: one ranker on the worker's device. `run` patches one chunk."""
+    """A Ray actor's state: one ranker on the worker's device and its own store of clean runs, which the chunks it
+    patches share (a restarted actor starts with an empty one). `run` patches one chunk."""
 
-    def __init__(self, shipped: list[Any], device: str, threads: int | None):
+    def __init__(self, shipped: list[Any], device: str, threads: int | None, clean_run_bytes: int = CLEAN_RUN_BYTES):
         import ray
 
         self.ranker = ranker = ray.get(shipped[0])  # in a list, so that Ray hands the reference over unresolved
@@ -61,14 +64,17 @@ class Worker:
             torch.set_num_threads(threads)
         if device != "cpu":
             ranker.model.to(device)
+        self.clean_runs = CleanRuns(clean_run_bytes)
 
     def run(self, job: Job, pairs: PairSet, direction: str) -> PatchResult:
-        return job.run(self.ranker, pairs, direction)
+        return job.run(self.ranker, pairs, direction, self.clean_runs)
 
     def describe(self) -> dict[str, Any]:
-        """The worker's process, device and torch threads, and the fingerprint of the ranker it holds."""
+        """The worker's process, device and torch threads, the fingerprint of the ranker it holds, its store's
+        bound and how often its chunks reused a stored clean run."""
         return {"pid": os.getpid(), "device": str(self.ranker.device), "threads": torch.get_num_threads(),
-                "fingerprint": self.ranker.fingerprint()}
+                "fingerprint": self.ranker.fingerprint(), "clean_run_bytes": self.clean_runs.max_bytes,
+                "clean_run_hits": self.clean_runs.hits}
 
 
 class RayExecutor(Executor):
@@ -92,18 +98,20 @@ class RayExecutor(Executor):
         self.connect_timeout = float(connect_timeout)
         self.ray = import_ray()
         self.ranker: Ranker | None = None
+        self.clean_run_bytes = CLEAN_RUN_BYTES
         self.actors: list[Any] = []
         self.described: list[dict[str, Any]] = []
         self._fingerprint: dict[str, Any] | None = None
         self._shipped: Any = None
         self._started_ray = False
 
-    def bind(self, ranker: Ranker) -> None:
-        """Hold `ranker`; the workers start with the first chunk (or `start`), so a resumed audit whose chunks
-        are all saved starts nothing."""
-        if ranker is not self.ranker:
+    def bind(self, ranker: Ranker, clean_run_bytes: int = CLEAN_RUN_BYTES) -> None:
+        """Hold `ranker`, each worker with a store of at most `clean_run_bytes` of clean runs; the workers start
+        with the first chunk (or `start`), so a resumed audit whose chunks are all saved starts nothing."""
+        if ranker is not self.ranker or clean_run_bytes != self.clean_run_bytes or self.clean_runs is None:
             self._stop_actors()
-            self.ranker = ranker
+            self.ranker, self.clean_run_bytes = ranker, clean_run_bytes
+            self.clean_runs = CleanRuns(clean_run_bytes)
 
     def start(self) -> None:
         """Start the workers now, each with the bound ranker (again, if its weights changed since)."""
@@ -129,7 +137,8 @@ class RayExecutor(Executor):
         options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": threads}
         shipped = _shipped(ray, ranker)
         actor = ray.remote(Worker).options(max_restarts=RESTARTS, max_task_retries=RESTARTS, **options)
-        self.actors = [actor.remote([shipped], "cuda" if gpus else "cpu", None if gpus else threads) for _ in range(count)]
+        self.actors = [actor.remote([shipped], "cuda" if gpus else "cpu", None if gpus else threads, self.clean_run_bytes)
+                       for _ in range(count)]
         self._shipped = shipped  # the actors' constructor argument: kept alive so that a restarted actor finds it
         try:
             self.described = self.ray.get([worker.describe.remote() for worker in self.actors])
@@ -220,6 +229,8 @@ class RayExecutor(Executor):
         self.actors, self.described, self._shipped, self._fingerprint = [], [], None, None
 
     def close(self) -> None:
+        if self.clean_runs is not None:
+            self.clean_runs.clear()
         if self.ray.is_initialized():
             self._stop_actors()
             if self._started_ray:

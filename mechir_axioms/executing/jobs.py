@@ -10,6 +10,7 @@ from ..patching.api import patch, patch_variants
 from ..patching.paths import PathSpec, patch_paths
 from ..patching.plan import Variant
 from ..patching.result import PatchResult
+from ..patching.runs import CleanRuns
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,18 @@ class Job:
     variants: tuple[Variant, ...] | None = None
     paths: tuple[PathSpec, ...] | None = None
 
-    def run(self, ranker: Ranker, pairs: PairSet, direction: str) -> PatchResult:
-        """Patch `pairs` in `direction` ("to_baseline" or "to_perturbed") on `ranker`."""
+    def run(self, ranker: Ranker, pairs: PairSet, direction: str,
+            clean_runs: CleanRuns | None = None) -> PatchResult:
+        """Patch `pairs` in `direction` ("to_baseline" or "to_perturbed") on `ranker`, reusing and filling the
+        worker's `clean_runs` store if given."""
         if self.paths is not None:
-            return patch_paths(ranker, pairs, list(self.paths), batch_size=self.batch_size, direction=direction,
-                               delta=self.delta, progress=False)
+            return patch_paths(ranker, pairs, list(self.paths), method=self.method, batch_size=self.batch_size,
+                               direction=direction, delta=self.delta, progress=False, clean_runs=clean_runs)
         if self.variants is not None:
             return patch_variants(ranker, pairs, list(self.variants), self.method, batch_size=self.batch_size,
-                                  direction=direction, delta=self.delta)
+                                  direction=direction, delta=self.delta, clean_runs=clean_runs)
         return patch(ranker, pairs, self.target, self.method, batch_size=self.batch_size, direction=direction,
-                     delta=self.delta, progress=False)
+                     delta=self.delta, progress=False, clean_runs=clean_runs)
 
 
 @dataclass(frozen=True)

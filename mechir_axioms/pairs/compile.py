@@ -19,7 +19,7 @@ from ..perturb.operators import Dropped, Filling, perturb
 from ..perturb.terms import TermContext, Vocabulary, query_terms, resolve_idf, words
 from ..specs.axiom import Axiom, load_axiom
 from .align import Aligned, align
-from .data import DataSource, data_hash, judged_rows, load_data
+from ..passages.loading import DataSource, data_hash, judged_rows, load_data
 from .pairset import FRAME_COLUMNS, PairSet
 
 

@@ -11,14 +11,16 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..core.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TOLERANCE
 from ..core.errors import SettingsError
 from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
 from .attribution import attribution_batch, graddrop_batch
 from .exact import exact_batch
-from .plan import DEFAULT_DELTA, DIRECTIONS, METHODS, Plan, Variant, plan, variants_plan
+from .methods import METHODS, VARIANTS, method_for, methods_for
+from .plan import DIRECTIONS, Plan, Variant, plan, variants_plan
 from .result import PatchResult, included
-from .runs import batches_of_runs
+from .runs import CleanRuns, batches_of_runs
 
 
 def patch(
@@ -26,11 +28,12 @@ def patch(
     pairs: PairSet,
     target: str = "heads",
     method: str = "exact",
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     direction: str = "to_low",
-    delta: float = DEFAULT_DELTA,
+    delta: float = DEFAULT_TOLERANCE,
     heads: list[tuple[int, int]] | None = None,
     progress: bool = True,
+    clean_runs: CleanRuns | None = None,
 ) -> PatchResult:
     """Patch every component of `target` for every pair; see PatchResult for the metric and shapes.
 
@@ -46,10 +49,12 @@ def patch(
     and MLP stopped in turn, in `PatchResult.dropped`, which exposes effects whose paths cancel in AtP.
     direction: "to_low" (default, as in Chen et al. 2024 for TFC1: patch the higher-scoring run into the
     lower), "to_baseline" or "to_perturbed" (fixed receivers). batch_size bounds sequences per forward pass.
+    patching.methods.METHODS says which method measures which target. clean_runs: a store of clean runs to
+    reuse and fill (bit-identical numbers; see patching.runs.CleanRuns), or None to keep none.
     """
     width = int(pairs.tensors["length"].max())
     the_plan = plan(target, ranker.n_layers, ranker.n_heads, width, heads, ranker.regions)
-    return _patch(ranker, pairs, the_plan, target, method, batch_size, direction, delta, progress)
+    return _patch(ranker, pairs, the_plan, target, method, batch_size, direction, delta, progress, clean_runs)
 
 
 def patch_variants(
@@ -57,17 +62,18 @@ def patch_variants(
     pairs: PairSet,
     variants: list[Variant],
     method: str = "exact",
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     direction: str = "to_low",
-    delta: float = DEFAULT_DELTA,
+    delta: float = DEFAULT_TOLERANCE,
     progress: bool = False,
+    clean_runs: CleanRuns | None = None,
 ) -> PatchResult:
-    """Patch a hand-picked list of components; effects have shape [pair, variant]."""
+    """Patch a hand-picked list of components; effects have shape [pair, variant]. The rest as for `patch`."""
     unknown = sorted({variant.site for variant in variants} - set(ranker.stack.sites()))
     if unknown:
         raise SettingsError(f"unknown hook name(s) {unknown} for patching")
     the_plan = variants_plan(variants)
-    return _patch(ranker, pairs, the_plan, "variants", method, batch_size, direction, delta, progress)
+    return _patch(ranker, pairs, the_plan, VARIANTS, method, batch_size, direction, delta, progress, clean_runs)
 
 
 def _count_runs(the_plan: Plan, lengths: torch.Tensor) -> int:
@@ -78,9 +84,12 @@ def _count_runs(the_plan: Plan, lengths: torch.Tensor) -> int:
 
 
 def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: str, batch_size: int,
-           direction: str, delta: float, progress: bool) -> PatchResult:
-    if method not in METHODS:
-        raise SettingsError(f"method={method!r} is not valid; use one of {', '.join(METHODS)}")
+           direction: str, delta: float, progress: bool, clean_runs: CleanRuns | None) -> PatchResult:
+    chosen = method_for(method, target)
+    if chosen.two_stage:
+        single = [name for name in methods_for(target) if not METHODS[name].two_stage]
+        raise SettingsError(f"method={method!r} screens with {chosen.screen!r} and verifies with {chosen.verify!r}, "
+                            f"which an audit does; patch target {target!r} with one of {', '.join(single)}")
     if direction not in DIRECTIONS:
         raise SettingsError(f"direction={direction!r} is not valid; use one of {', '.join(DIRECTIONS)}")
     if batch_size < 1:
@@ -101,7 +110,7 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
                unit="run" if exact else "pair", disable=not progress, leave=False)
     with torch.no_grad():
         for rows, runs, keep in batches_of_runs(ranker, pairs, batch_size, names, direction, receiver_score,
-                                                donor_score, delta):
+                                                donor_score, delta, clean_runs):
             if not exact:
                 if dropped is None:
                     attribution_batch(ranker, runs, names, the_plan, effects, rows, lengths[rows])

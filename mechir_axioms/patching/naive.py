@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.defaults import DEFAULT_TOLERANCE
 from ..models.hooks import caching_hooks
 from ..models.names import act_name
 from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
-from .paths import kv_head, parse_receivers, parse_senders
-from .plan import DEFAULT_DELTA, Variant, plan, positions_of, receiver_is_baseline, variants_plan
+from .pathspec import kv_head, parse_receivers, parse_senders
+from .plan import Variant, plan, positions_of, receiver_is_baseline, variants_plan
 from .result import PatchResult, included
 from .runs import region_rows
 
@@ -47,7 +48,7 @@ def _replace_one(donor: torch.Tensor, variant: Variant, regions: torch.Tensor):
 
 
 def patch_naive(ranker: Ranker, pairs: PairSet, target: str = "heads", direction: str = "to_low",
-                delta: float = DEFAULT_DELTA, heads: list[tuple[int, int]] | None = None,
+                delta: float = DEFAULT_TOLERANCE, heads: list[tuple[int, int]] | None = None,
                 variants: list[Variant] | None = None) -> PatchResult:
     """Same contract as `patching.patch(method="exact")` (or `patch_variants`), one full forward at a time."""
     width = int(pairs.tensors["length"].max())
@@ -76,11 +77,12 @@ def patch_naive(ranker: Ranker, pairs: PairSet, target: str = "heads", direction
                        int((~kept).sum()), delta, the_plan.labels, {"model": ranker.name, "direction": direction})
 
 
-def path_patch_naive(ranker: Ranker, pairs: PairSet, senders: Any = "heads", receivers: Any = "final",
-                     direction: str = "to_low", delta: float = DEFAULT_DELTA) -> PatchResult:
-    """Same contract as `patching.paths.path_patch`, literally: per pair and sender, one full sender pass (every
-    non-receiver head held at the receiving run, the sender from the donor) recording every receiver's inputs
-    and the last layer's output, then one full receiver pass with exactly those inputs patched in."""
+def patch_paths_naive(ranker: Ranker, pairs: PairSet, senders: Any = "heads", receivers: Any = "final",
+                      direction: str = "to_low", delta: float = DEFAULT_TOLERANCE) -> PatchResult:
+    """Same contract as `patching.paths.patch_paths` given senders and receivers, literally: per pair and sender,
+    one full sender pass (every non-receiver head held at the receiving run, the sender from the donor) recording
+    every receiver's inputs and the last layer's output, then one full receiver pass with exactly those inputs
+    patched in."""
     heads = parse_senders(ranker, senders)
     receiving = parse_receivers(ranker, receivers)
     z_names = [act_name("z", layer) for layer in range(ranker.n_layers)]

@@ -23,7 +23,7 @@ so paths that run from s through one receiver into another count toward the seco
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,112 +32,19 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..core.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TOLERANCE
 from ..core.errors import SettingsError
 from ..models.hooks import HookFn
 from ..models.names import act_name
 from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
-from .plan import DEFAULT_DELTA, DIRECTIONS
+from .methods import PATHS, method_for
+from .pathspec import FINAL, PathSpec, Receiver, kv_head, parse_receivers, parse_senders
+from .plan import DIRECTIONS
 from .result import PatchResult, included
-from .runs import Runs, batch_rows, batches_of_runs, replaying
+from .runs import CleanRuns, Runs, batch_rows, batches_of_runs, replaying
 
-INPUTS = ("q", "k", "v")
-FINAL = "final"
-
-
-@dataclass(frozen=True)
-class Receiver:
-    """One receiving component: some inputs (q, k, v) of head `head` at `layer`, or the final residual stream
-    (head None; `layer` is then the number of layers)."""
-
-    layer: int
-    head: int | None = None
-    inputs: tuple[str, ...] = INPUTS
-
-    @property
-    def is_final(self) -> bool:
-        return self.head is None
-
-    def __str__(self) -> str:
-        if self.is_final:
-            return "score"
-        suffix = "" if self.inputs == INPUTS else "." + "".join(self.inputs)
-        return f"{self.layer}.{self.head}{suffix}"
-
-
-@dataclass(frozen=True)
-class PathSpec:
-    """One measured path: a sender head into a set of receivers, patched together."""
-
-    sender: tuple[int, int]
-    receivers: tuple[Receiver, ...]
-
-    @property
-    def label(self) -> str:
-        names = ",".join(str(receiver) for receiver in self.receivers) or "none"
-        return f"{self.sender[0]}.{self.sender[1]}>{names}"
-
-
-def every_head(ranker: Ranker) -> list[tuple[int, int]]:
-    """Every (layer, head) of the hooked stack, layer by layer."""
-    return [(layer, head) for layer in range(ranker.n_layers) for head in range(ranker.n_heads)]
-
-
-def _head(item: Any, ranker: Ranker, role: str) -> tuple[int, int]:
-    """A (layer, head) pair checked against the model; a clear error names the bad item."""
-    try:
-        layer, head = (int(value) for value in item)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{role} {item!r} is not a (layer, head) pair") from None
-    if not (0 <= layer < ranker.n_layers and 0 <= head < ranker.n_heads):
-        raise SettingsError(f"{role} ({layer}, {head}) does not exist: the model has {ranker.n_layers} layers x "
-                            f"{ranker.n_heads} heads")
-    return layer, head
-
-
-def parse_senders(ranker: Ranker, senders: str | Iterable[Any]) -> list[tuple[int, int]]:
-    """"heads" (every head) or a list of (layer, head) pairs."""
-    if isinstance(senders, str):
-        if senders != "heads":
-            raise SettingsError(f"senders={senders!r} is not valid; use \"heads\" or a list of (layer, head) pairs")
-        return every_head(ranker)
-    heads = [_head(item, ranker, "sender") for item in senders]
-    if not heads:
-        raise SettingsError("senders is empty; name at least one (layer, head) or use \"heads\"")
-    return heads
-
-
-def parse_receivers(ranker: Ranker, receivers: str | Iterable[Any]) -> tuple[Receiver, ...]:
-    """One receiver set: "final" (the final residual stream), "all" (every head's q, k and v and the final
-    residual), or a list whose items are "final", (layer, head) for a head's q, k and v, or (layer, head, which)
-    with which one of "q", "k", "v" or a combination such as "qk"."""
-    if isinstance(receivers, str):
-        if receivers == FINAL:
-            return (Receiver(ranker.n_layers),)
-        if receivers == "all":
-            return (*(Receiver(layer, head) for layer, head in every_head(ranker)), Receiver(ranker.n_layers))
-        raise SettingsError(f"receivers={receivers!r} is not valid; use \"final\", \"all\" or a list of "
-                            "(layer, head[, \"q\"|\"k\"|\"v\"]) and \"final\"")
-    parsed = []
-    for item in receivers:
-        if item == FINAL:
-            parsed.append(Receiver(ranker.n_layers))
-            continue
-        item = tuple(item)
-        which = item[2] if len(item) == 3 else "qkv"
-        inputs = tuple(name for name in INPUTS if name in str(which))
-        if len(item) not in (2, 3) or not inputs or set(str(which)) - set("qkv"):
-            raise SettingsError(f"receiver {item!r} is not valid; use (layer, head), (layer, head, \"q\"|\"k\"|\"v\") "
-                                "or \"final\"")
-        layer, head = _head(item[:2], ranker, "receiver")
-        parsed.append(Receiver(layer, head, inputs))
-    return tuple(dict.fromkeys(parsed))
-
-
-def kv_head(ranker: Ranker, name: str, head: int) -> int:
-    """The head of a q/k/v site that serves query head `head` (grouped-query attention shares keys and values)."""
-    count = ranker.sites[name].n_heads or ranker.n_heads
-    return head // (ranker.n_heads // count)
+__all__ = ["PathSpec", "Receiver", "patch_paths", "paths_batch"]  # what a path is lives in pathspec.py
 
 
 @dataclass(frozen=True)
@@ -330,9 +237,42 @@ def _write(runs: Runs, effects: np.ndarray, pair_rows: list[int], item: WorkItem
     effects[pair_rows[pair], item[1]] = float(((score - receiver) / (donor - receiver)).double())
 
 
-def patch_paths(ranker: Ranker, pairs: PairSet, paths: Sequence[PathSpec], batch_size: int = 32,
-                direction: str = "to_low", delta: float = DEFAULT_DELTA, progress: bool = True,
-                target: str = "paths") -> PatchResult:
+def patch_paths(ranker: Ranker, pairs: PairSet, senders: str | Iterable[Any] = "heads",
+                receivers: str | Iterable[Any] | None = None, method: str = "exact",
+                batch_size: int = DEFAULT_BATCH_SIZE, direction: str = "to_low", delta: float = DEFAULT_TOLERANCE,
+                progress: bool = True, clean_runs: CleanRuns | None = None) -> PatchResult:
+    """Path-patch sender heads into receivers (see the module docstring), given in one of two forms.
+
+    senders "heads" or [(layer, head), ...], each into one receiver set: effects [pair, sender]. receivers:
+    "final" (the default: the final residual stream, where the score reads), "all" (every later head's queries,
+    keys and values and the final residual: equals `patch` of the sender), or a list of (layer, head) (that
+    head's q, k and v), (layer, head, "q"|"k"|"v") and "final".
+    Or senders a list of PathSpec, each its own sender and receivers (leave `receivers` out): effects [pair, path],
+    labelled "sender>receivers"; paths that share a sender pass share its run.
+    Receivers at or before a sender's layer receive nothing from it. method, batch_size, direction, delta and
+    clean_runs mean what they mean for `patch` (patching.methods.METHODS: paths are measured exactly).
+    """
+    method_for(method, PATHS)
+    chosen = senders if isinstance(senders, str) else list(senders)
+    if not isinstance(chosen, str) and any(isinstance(item, PathSpec) for item in chosen):
+        if not all(isinstance(item, PathSpec) for item in chosen):
+            raise SettingsError("senders mixes PathSpec and (layer, head) items; give a list of one kind")
+        if receivers is not None:
+            raise SettingsError(f"receivers={receivers!r} is not valid with a list of PathSpec, which name their "
+                                "own receivers; leave receivers out")
+        return _measure(ranker, pairs, chosen, method, batch_size, direction, delta, progress, clean_runs)
+    heads = parse_senders(ranker, chosen)
+    receiving = parse_receivers(ranker, FINAL if receivers is None else receivers)
+    result = _measure(ranker, pairs, [PathSpec(head, receiving) for head in heads], method, batch_size, direction,
+                      delta, progress, clean_runs)
+    result.dims = ("pair", "sender")
+    result.labels = {"sender": [f"{layer}.{head}" for layer, head in heads],
+                     "receivers": [str(receiver) for receiver in receiving]}
+    return result
+
+
+def _measure(ranker: Ranker, pairs: PairSet, paths: list[PathSpec], method: str, batch_size: int, direction: str,
+             delta: float, progress: bool, clean_runs: CleanRuns | None) -> PatchResult:
     """Measure each path on every pair: effects [pair, path], labelled "sender>receivers"."""
     if direction not in DIRECTIONS:
         raise SettingsError(f"direction={direction!r} is not valid; use one of {', '.join(DIRECTIONS)}")
@@ -349,14 +289,14 @@ def patch_paths(ranker: Ranker, pairs: PairSet, paths: Sequence[PathSpec], batch
                disable=not progress, leave=False)
     with torch.no_grad():
         for rows, runs, keep in batches_of_runs(ranker, pairs, batch_size, names, direction, receiver_score,
-                                                donor_score, delta):
+                                                donor_score, delta, clean_runs):
             work = [(pair, i, path) for pair in range(len(rows)) if keep[pair] for i, path in enumerate(compiled)]
             bar.update((len(rows) - int(np.count_nonzero(keep))) * len(paths))
             paths_batch(ranker, runs, work, batch_size, effects, rows, bar)
     bar.close()
     kept = included(donor_score, receiver_score, delta)
     return PatchResult(
-        target=target, method="exact", effects=effects, dims=("pair", "path"), receiver_score=receiver_score,
+        target=PATHS, method=method, effects=effects, dims=("pair", "path"), receiver_score=receiver_score,
         donor_score=donor_score, excluded=int((~kept).sum()), delta=delta,
         labels={"path": [path.label for path in paths]},
         provenance={
@@ -365,26 +305,3 @@ def patch_paths(ranker: Ranker, pairs: PairSet, paths: Sequence[PathSpec], batch
             "package_version": __version__,
         },
     )
-
-
-def path_patch(ranker: Ranker, pairs: PairSet, senders: str | Iterable[Any] = "heads",
-               receivers: str | Iterable[Any] = FINAL, method: str = "exact", batch_size: int = 32,
-               direction: str = "to_low", delta: float = DEFAULT_DELTA, progress: bool = True) -> PatchResult:
-    """Path-patch each sender head into one receiver set (see the module docstring); effects [pair, sender].
-
-    senders: "heads" or [(layer, head), ...]. receivers: "final" (the final residual stream, where the score
-    reads), "all" (every later head's queries, keys and values and the final residual: equals `patch` of the
-    sender), or a list of (layer, head) (that head's q, k and v), (layer, head, "q"|"k"|"v") and "final".
-    Receivers at or before a sender's layer receive nothing from it. direction and delta mean what they mean
-    for `patch`; method "exact" is the only one (attribution has no path form here).
-    """
-    if method != "exact":
-        raise SettingsError(f"method={method!r} is not valid for path patching; use \"exact\"")
-    heads = parse_senders(ranker, senders)
-    receiving = parse_receivers(ranker, receivers)
-    result = patch_paths(ranker, pairs, [PathSpec(head, receiving) for head in heads], batch_size, direction,
-                         delta, progress)
-    result.dims = ("pair", "sender")
-    result.labels = {"sender": [f"{layer}.{head}" for layer, head in heads],
-                     "receivers": [str(receiver) for receiver in receiving]}
-    return result

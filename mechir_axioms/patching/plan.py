@@ -10,16 +10,12 @@ from typing import Any
 
 import torch
 
-from ..core.defaults import PATCHING_METHODS
 from ..core.errors import SettingsError
 from ..models.layout import REGIONS
 from ..models.names import act_name
 
-METHODS = PATCHING_METHODS
 DIRECTIONS = ("to_low", "to_baseline", "to_perturbed")
 BLOCK_COMPONENTS = ("resid_pre", "attn_out", "mlp_out")
-DEFAULT_DELTA = 1e-3
-"""Pairs whose two scores differ by less than this are excluded: the metric's denominator is noise there."""
 
 
 @dataclass(frozen=True)

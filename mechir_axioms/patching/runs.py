@@ -1,16 +1,16 @@
 """The two clean runs of a batch of pairs (receiver and donor, with cached activations), the replay of
-cached early layers that lets a patch at layer l skip recomputing layers 0..l-1, and `sharing_clean_runs`,
-which lets the patching runs of an audit share one clean run per batch instead of one per run.
+cached early layers that lets a patch at layer l skip recomputing layers 0..l-1, and `CleanRuns`, a bounded store
+that lets the patching runs of one ranker share one clean run per batch instead of one per run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.defaults import CLEAN_RUN_BYTES
 from ..core.errors import SettingsError
 from ..models.hooks import caching_hooks
 from ..models.rankers import ModelInput, Ranker
@@ -88,18 +89,36 @@ def _select_input(choose: torch.Tensor, first: ModelInput, second: ModelInput) -
 Raw = tuple[tuple[torch.Tensor, dict[str, torch.Tensor], list[Any]], tuple[torch.Tensor, dict[str, torch.Tensor], list[Any]], Any]
 """Both inputs' (score, cached activations, layer outputs), baseline first, and their shared context."""
 
-SHARED_RUNS_BYTES = 2**30
-"""What `sharing_clean_runs` may hold by default: 1 GiB of activations, least recently used dropped first."""
 
+class CleanRuns:
+    """Clean runs already computed for one ranker, by the content of their inputs, at most `max_bytes` of them
+    (least recently used dropped first): a direction's runs serve the other direction, and the AtP* screen's serve
+    the exact verification, with numbers identical to running them again.
 
-class CleanRunStore:
-    """Clean runs already computed, by the content of their inputs: a direction's runs serve the other direction,
-    and the AtP* screen's serve the exact verification, with numbers identical to running them again."""
+    A store serves one ranker object, the first it is used with, for as long as that object lives; using it with
+    another raises a SettingsError (make one store per ranker, or `clear` it). Each entry is keyed by the ranker's
+    dtype, device and interventions, so a cast, a move or an intervention never reuses a run; weights changed in
+    place are not seen: `clear` the store then. Executors hold one per worker process for the ranker they bind."""
 
-    def __init__(self, max_bytes: int = SHARED_RUNS_BYTES):
+    def __init__(self, max_bytes: int = CLEAN_RUN_BYTES):
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise SettingsError(f"max_bytes={max_bytes!r} is not valid; use a whole number of bytes, 0 or more")
         self.max_bytes = max_bytes
         self.entries: OrderedDict[tuple, tuple[Raw, int]] = OrderedDict()
+        self.held = 0
         self.hits = 0
+        self._ranker: weakref.ref[Ranker] | None = None
+
+    def check(self, ranker: Ranker) -> None:
+        """Refuse a ranker other than the one this store serves; the first (or one after `clear`) is bound."""
+        bound = self._ranker() if self._ranker is not None else None
+        if bound is ranker:
+            return
+        if bound is not None:
+            raise SettingsError(f"this CleanRuns store holds runs of another ranker object ({bound.name}); use a new "
+                                f"CleanRuns for ranker {ranker.name}, or clear() this one first")
+        self.clear()  # never used, or its ranker is gone (another may live at its address: nothing carries over)
+        self._ranker = weakref.ref(ranker)
 
     def get(self, key: tuple, names: list[str]) -> Raw | None:
         """The stored runs of `key` with (at least) `names` cached, or None."""
@@ -111,31 +130,26 @@ class CleanRunStore:
         return entry[0]
 
     def put(self, key: tuple, raw: Raw) -> None:
+        """Keep `raw` under `key` if it fits, dropping the least recently used entries to make room."""
+        self._drop(key)
         size = _bytes(raw)
-        self.entries.pop(key, None)
         if size > self.max_bytes:
             return
         self.entries[key] = (raw, size)
-        while sum(entry[1] for entry in self.entries.values()) > self.max_bytes:
-            self.entries.popitem(last=False)
+        self.held += size
+        while self.held > self.max_bytes:
+            self._drop(next(iter(self.entries)))
 
+    def clear(self) -> None:
+        """Let go of every run and of the ranker they belong to."""
+        self.entries.clear()
+        self.held = 0
+        self._ranker = None
 
-_STORE: ContextVar[CleanRunStore | None] = ContextVar("mechir_axioms clean runs", default=None)
-
-
-@contextmanager
-def sharing_clean_runs(max_bytes: int = SHARED_RUNS_BYTES) -> Iterator[CleanRunStore]:
-    """Within the block, each batch's two clean runs are computed once and reused, with bit-identical numbers:
-    `patch` in both directions, or on heads and then on chosen variants of the same pairs, runs every batch's
-    inputs once. Use it only while the model stays as it is (every audit does); at most `max_bytes` of
-    activations are held, least recently used dropped first, and all of it is let go on leaving."""
-    store = CleanRunStore(max_bytes)
-    token = _STORE.set(store)
-    try:
-        yield store
-    finally:
-        _STORE.reset(token)
-        store.entries.clear()
+    def _drop(self, key: tuple) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.held -= entry[1]
 
 
 def _bytes(value: Any) -> int:
@@ -149,14 +163,14 @@ def _bytes(value: Any) -> int:
 
 
 def _key(ranker: Ranker, pairs: PairSet, rows: list[int]) -> tuple:
-    """What decides a batch's clean runs: the model (its dtype, device and interventions) and the rows' stored
-    inputs."""
+    """What decides a batch's clean runs within one store (one ranker object): the model's dtype, device and
+    interventions, and the rows' stored inputs."""
     digest = hashlib.blake2b(digest_size=16)
     index = torch.as_tensor(rows, dtype=torch.long)
     for name in sorted(pairs.tensors):
         digest.update(name.encode())
         digest.update(pairs.tensors[name][index].contiguous().numpy().tobytes())
-    model = (id(ranker), str(ranker.dtype), str(ranker.device), json.dumps(ranker.interventions, sort_keys=True))
+    model = (str(ranker.dtype), str(ranker.device), json.dumps(ranker.interventions, sort_keys=True))
     return model, pairs.target, digest.hexdigest()
 
 
@@ -171,13 +185,16 @@ def _run_both(ranker: Ranker, baseline: ModelInput, perturbed: ModelInput, targe
     return runs[0], runs[1], context
 
 
-def clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str], direction: str) -> Runs:
+def clean_batch(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str], direction: str,
+                store: CleanRuns | None = None) -> Runs:
     """Run both inputs of `rows` once, caching `names` and each layer's output, and pick receiver and donor
-    (inside `sharing_clean_runs`, runs of the same inputs are reused)."""
+    (runs of the same inputs already in `store` are reused, and new ones kept there)."""
     baseline, perturbed = pairs.model_input("baseline", ranker, rows), pairs.model_input("perturbed", ranker, rows)
-    store = _STORE.get()
-    key = _key(ranker, pairs, rows) if store is not None else None
-    raw = store.get(key, names) if store is not None else None
+    key, raw = None, None
+    if store is not None:
+        store.check(ranker)
+        key = _key(ranker, pairs, rows)
+        raw = store.get(key, names)
     if raw is None:
         raw = _run_both(ranker, baseline, perturbed, pairs.target, names)
         if store is not None:
@@ -202,13 +219,15 @@ def clean_runs(ranker: Ranker, pairs: PairSet, rows: list[int], names: list[str]
 
 
 def batches_of_runs(ranker: Ranker, pairs: PairSet, batch_size: int, names: list[str], direction: str,
-                    receiver_score: np.ndarray, donor_score: np.ndarray, delta: float) -> Iterator[tuple[list[int], Runs, np.ndarray]]:
-    """The pairs in batches of similar length (little padding): each batch's rows, clean runs and which of its
-    pairs are patched at all; the receiver's and donor's scores are written into the two arrays on the way."""
+                    receiver_score: np.ndarray, donor_score: np.ndarray, delta: float,
+                    clean_runs: CleanRuns | None = None) -> Iterator[tuple[list[int], Runs, np.ndarray]]:
+    """The pairs in batches of similar length (little padding): each batch's rows, clean runs (from and into
+    `clean_runs`, if given) and which of its pairs are patched at all; the receiver's and donor's scores are
+    written into the two arrays on the way."""
     order = torch.argsort(pairs.tensors["length"], stable=True).tolist()
     for start in range(0, len(pairs), batch_size):
         rows = order[start : start + batch_size]
-        runs = clean_runs(ranker, pairs, rows, names, direction)
+        runs = clean_batch(ranker, pairs, rows, names, direction, clean_runs)
         receiver_score[rows] = runs.receiver_score.double().cpu().numpy()
         donor_score[rows] = runs.donor_score.double().cpu().numpy()
         yield rows, runs, included(donor_score[rows], receiver_score[rows], delta)

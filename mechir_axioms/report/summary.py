@@ -7,31 +7,15 @@ import html
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import pandas as pd
-
-from .comparison import Comparison
-from .render import kind_title, percent
-
-
-class Audit(Protocol):
-    """What the summary reads of an audit (auditing.result.Audit)."""
-
-    axioms: pd.DataFrame
-    manifest: dict[str, Any]
-    folder: Path | None
-    report_path: Path | None
-
-
-class Sweep(Protocol):
-    """What the summary reads of a sweep (auditing.sweep.Sweep)."""
-
-    variants: pd.DataFrame
-    stability: pd.DataFrame
-    manifest: dict[str, Any]
-    folder: Path | None
-    report_path: Path | None
+from ..results.audit import Audit
+from ..results.comparison import Comparison
+from ..results.pages import page
+from ..results.steps import STEPS, steps_of
+from ..results.sweep import Sweep
+from ..results.text import percent
+from .audit_page import kind_title
 
 
 def _interval(value: float, low: float, high: float, signed: bool = False) -> str:
@@ -60,18 +44,21 @@ def _wrap(*parts: str) -> str:
     return '<div class="mechir-axioms-summary">' + "".join(parts) + "</div>"
 
 
+@page(Audit, "summary")
 def audit_summary(audit: Audit) -> str:
-    """Per axiom its verdict, agreement with its 95% Wilson interval and flag counts; the model and the folder."""
+    """Per axiom its verdict, agreement with its 95% Wilson interval and the flag counts of every counted step it
+    ran; the model and the folder."""
     model, settings = audit.manifest["model"], audit.manifest["settings"]
-    targets = settings.get("targets", ("heads",))
+    ran = steps_of(settings)
+    counted = [step for name, step in STEPS.items() if step.counts is not None and name in ran
+               and f"{step.counts}encodes" in audit.axioms]
     header = ["axiom", "verdict", "pairs", "agreement [95% CI]"]
-    header += ["heads encoding / violating"] * ("heads" in targets)
-    header += ["block cells encoding / violating"] * ("blocks" in targets)
+    header += [f"{step.unit}s encoding / violating" for step in counted]
     rows = []
-    for row in audit.axioms.itertuples():
-        cells = [row.axiom, row.verdict, row.n_pairs, _interval(row.agreement, row.agreement_low, row.agreement_high)]
-        cells += [f"{row.encodes} / {row.violates}"] * ("heads" in targets)
-        cells += [f"{row.cells_encodes} / {row.cells_violates}"] * ("blocks" in targets)
+    for row in audit.axioms.to_dict("records"):
+        cells = [row["axiom"], row["verdict"], row["n_pairs"],
+                 _interval(row["agreement"], row["agreement_low"], row["agreement_high"])]
+        cells += [f"{row[step.counts + 'encodes']} / {row[step.counts + 'violates']}" for step in counted]
         rows.append(cells)
     title = (f"Audit of {model['name']} ({kind_title(model.get('kind'))}, {model.get('layers')} layers \u00d7 "
              f"{model.get('heads')} heads): {settings.get('n')} pairs requested per axiom, heads by the "
@@ -79,6 +66,7 @@ def audit_summary(audit: Audit) -> str:
     return _wrap(_paragraph(title), _table(header, rows), _saved(audit.folder, audit.report_path))
 
 
+@page(Comparison, "summary")
 def comparison_summary(comparison: Comparison) -> str:
     """Per axiom the agreement change with its Newcombe interval, head-map rho and flags gained and lost; the verdict."""
     header = ["axiom", "agreement old \u2192 new", "change [95% CI]", "head-map rho", "flags gained", "flags lost", "status"]
@@ -91,6 +79,7 @@ def comparison_summary(comparison: Comparison) -> str:
                  f"<ul>{failures}</ul>" if failures else "", f"<p><b>result: {html.escape(comparison.verdict)}</b></p>")
 
 
+@page(Sweep, "summary")
 def sweep_summary(sweep: Sweep) -> str:
     """Per axiom and variant its verdict, agreement and flag counts, and how many flags hold under every variant."""
     header = ["axiom", "variant", "verdict", "pairs", "agreement [95% CI]", "heads encoding / violating"]

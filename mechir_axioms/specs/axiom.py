@@ -34,7 +34,7 @@ AXIOM_PATH_VARIABLE = "MECHIR_AXIOMS_PATH"
 
 EXPECTATIONS = ("increase", "decrease", "no_change", "not_increase", "not_decrease")
 FILLS = ("filler", "mask", "term")
-TARGETS = ("document", "query")
+SIDES = ("document", "query")
 
 
 _TOP = {
@@ -152,8 +152,8 @@ def parse_axiom(raw: dict[str, Any], source: str) -> Axiom:
     if not isinstance(operation, str) or operation not in OPERATORS:
         raise _fail(source, "perturb.operation", operation, "one of " + ", ".join(map(repr, OPERATORS)))
     target = perturb_raw.pop("target", "document")
-    if target not in TARGETS:
-        raise _fail(source, "perturb.target", target, "one of " + ", ".join(map(repr, TARGETS)))
+    if target not in SIDES:
+        raise _fail(source, "perturb.target", target, "one of " + ", ".join(map(repr, SIDES)))
     params = _check_table(source, "perturb.", perturb_raw, OPERATORS[operation].params)
     baseline = _check_table(source, "baseline.", raw.get("baseline", {}), _BASELINE)
     if baseline["fill"] == "term" and baseline["term"] is None:

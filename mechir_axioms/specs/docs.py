@@ -16,7 +16,7 @@ from typing import Any
 from ..core.params import Param
 from ..perturb.operators import OPERATORS
 from ..perturb.terms import SELECTORS
-from .axiom import _REQUIRED_TOP, PACKAGED_AXIOMS, TABLES, TARGETS
+from .axiom import _REQUIRED_TOP, PACKAGED_AXIOMS, SIDES, TABLES
 
 README = PACKAGED_AXIOMS / "README.md"
 BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
@@ -73,7 +73,7 @@ def _perturb() -> dict[str, Param]:
     """The [perturb] keys every operator shares, read from the registries when called (operators may be added)."""
     return {
         "operation": Param(str, None, tuple(OPERATORS), description="the perturbation operator (below)"),
-        "target": Param(str, "document", TARGETS,
+        "target": Param(str, "document", SIDES,
                         description="the text that changes; for bi-encoders only that side's encoder sees a change"),
     }
 

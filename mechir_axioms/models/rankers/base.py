@@ -115,7 +115,7 @@ class Ranker(ABC):
         self.stack = self._stack()
         self.sites: dict[str, Site] = self._sites()
         self.interventions: list[dict[str, Any]] = []
-        """The interventions active on the model (models.interventions.intervene), as the fingerprint names them."""
+        """The interventions active on the model (models.head_edits.intervene), as the fingerprint names them."""
 
     # --- what each kind defines -------------------------------------------------------------
     @abstractmethod

@@ -18,20 +18,20 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..core.errors import SettingsError, SpecError
-from ..core.outputs import OutputFolder, Writer, writing_to
+from ..core.outputs import OutputFolder
 from ..executing.base import Executor
 from ..executing.registry import running
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
 from ..pairs.compile import check_filler, vocabulary_of
-from ..pairs.data import DataSource, load_data
+from ..passages.loading import DataSource, load_data
 from ..perturb.operators import OPERATORS, POSITIONS
-from ..report.summary import sweep_summary
-from ..report.sweep import render_sweep
+from ..results.audit import Audit
+from ..results.steps import STEPS
+from ..results.sweep import Sweep, stability
 from ..specs.axiom import FILLS, Axiom, load_axiom
 from .checkpoints import RESUME_ADVICE
-from .result import Audit
-from .run import audit
+from .pipeline import audit
 
 FACTORS = ("filler", "position", "seed", "baseline")
 """What a sweep may vary: the baseline's filler word, where the slot goes, the seed that draws pairs and terms,
@@ -67,7 +67,7 @@ def check_vary(vary: Mapping[str, Sequence[Any]]) -> None:
 
 
 @dataclass(frozen=True)
-class Variant:
+class Design:
     """One design of an axiom: the factor changed from the reference (None for the reference) and its value."""
 
     factor: str | None
@@ -90,7 +90,7 @@ def default_vary(spec: Axiom, seed: int) -> dict[str, list[Any]]:
     return vary
 
 
-def variants_of(spec: Axiom, vary: Mapping[str, Sequence[Any]], seed: int) -> list[tuple[Variant, Axiom, int]]:
+def variants_of(spec: Axiom, vary: Mapping[str, Sequence[Any]], seed: int) -> list[tuple[Design, Axiom, int]]:
     """The reference and one variant per value that differs from it, one factor at a time: (variant, spec, seed).
 
     Every value is checked against what the spec allows (SettingsError naming it), and a `vary` under which
@@ -98,14 +98,14 @@ def variants_of(spec: Axiom, vary: Mapping[str, Sequence[Any]], seed: int) -> li
     check_vary(vary)
     reference = {"filler": spec.baseline.filler, "position": spec.perturb.params.get("position"), "seed": seed,
                  "baseline": spec.baseline.fill}
-    variants = [(Variant(None, None), spec, seed)]
+    variants = [(Design(None, None), spec, seed)]
     for factor, values in vary.items():
         for value in values:
             _check_value(spec, factor, value)
             if value == reference[factor]:
                 continue
             if factor == "seed":
-                variants.append((Variant(factor, value), spec, value))
+                variants.append((Design(factor, value), spec, value))
                 continue
             key = {"filler": "filler", "position": "position", "baseline": "fill"}[factor]
             overrides = {key: value, **({"term": "unrelated"} if factor == "baseline" and value == "term" else {})}
@@ -113,7 +113,7 @@ def variants_of(spec: Axiom, vary: Mapping[str, Sequence[Any]], seed: int) -> li
                 design = spec(**overrides)
             except SpecError as error:
                 raise SettingsError(f"vary[{factor!r}] holds {value!r}, which {spec.name} does not allow ({error})") from None
-            variants.append((Variant(factor, value), design, seed))
+            variants.append((Design(factor, value), design, seed))
     if len(variants) == 1:
         shown = ", ".join(f"{factor}={reference[factor]!r}" for factor in vary)
         raise SettingsError(f"vary={dict(vary)!r} is not a sweep of {spec.name}: every value equals its reference "
@@ -136,7 +136,7 @@ def _check_value(spec: Axiom, factor: str, value: Any) -> None:
         raise SettingsError(f"vary['filler'] holds {value!r}; fillers are non-empty words (such as 'a', 'the', 'and')")
 
 
-def check_fillers(plan: Sequence[tuple[Axiom, Variant, Axiom, int]], ranker: Ranker) -> None:
+def check_fillers(plan: Sequence[tuple[Axiom, Design, Axiom, int]], ranker: Ranker) -> None:
     """Refuse, before any audit runs, a filler variant that is not one token for the ranker's tokenizer (a
     baseline slot of n tokens is filled with n fillers) or that holds one of its special tokens."""
     vocabulary = vocabulary_of(ranker)
@@ -148,76 +148,6 @@ def check_fillers(plan: Sequence[tuple[Axiom, Variant, Axiom, int]], ranker: Ran
             raise SettingsError(f"vary['filler'] holds {variant.value!r}, which is {pieces} tokens for "
                                 f"{ranker.name}'s tokenizer; sweep fillers must be single tokens (such as 'a', 'the', 'and')")
         check_filler(design, ranker)
-
-
-@dataclass
-class Sweep:
-    """The audits of a sweep and what they say together.
-
-    variants: one row per (axiom, variant) with its behaviour and flag counts; stability: one row per component
-    (head or block cell) flagged in some variant, with how many variants flag it and the variants that do not.
-    """
-
-    variants: pd.DataFrame
-    stability: pd.DataFrame
-    audits: dict[tuple[str, str], Audit]
-    manifest: dict[str, Any]
-    folder: Path | None = None
-
-    def holding(self, axiom: str, frame: str = "heads") -> list[str]:
-        """The components whose flag holds under every variant of `axiom`."""
-        rows = self.stability[(self.stability["axiom"] == axiom) & (self.stability["frame"] == frame)]
-        return rows.loc[rows["holds"], "name"].tolist()
-
-    def save(self, folder: str | Path | Writer) -> Path:
-        """Write variants.parquet, stability.parquet, report.html and, last, sweep.json into `folder` (a path, claimed
-        as a sweep's output folder, or a held one; see core.outputs)."""
-        with writing_to(folder, "sweep") as out:
-            for name in ("variants", "stability"):
-                out.write_frame(f"{name}.parquet", getattr(self, name))
-            out.write_text("report.html", render_sweep(self))
-            out.write_json("sweep.json", self.manifest)
-            self.folder = out.root
-        return self.folder
-
-    @property
-    def report_path(self) -> Path | None:
-        return self.folder / "report.html" if self.folder else None
-
-    def _repr_html_(self) -> str:
-        """A compact summary for Jupyter: per variant its verdict, agreement and flags; which flags hold."""
-        return sweep_summary(self)
-
-
-def stability(audits: Mapping[tuple[str, str], Audit], factors: Mapping[str, str | None]) -> pd.DataFrame:
-    """Per axiom and component flagged in some variant: the variants that give it the reference's flag (or, when
-    the reference has none, the most common flag), whether that holds under every variant, and the factors whose
-    variants lose it."""
-    rows = []
-    axioms = dict.fromkeys(axiom for axiom, _ in audits)
-    for axiom in axioms:
-        labels = [label for name, label in audits if name == axiom]
-        for frame in ("heads", "cells"):
-            flags = {label: getattr(audits[axiom, label], frame).set_index("name")["flag"] for label in labels}
-            table = pd.DataFrame(flags)
-            if table.empty:
-                continue
-            for name, row in table.iterrows():
-                given = row[row != ""]
-                if given.empty:
-                    continue
-                flag = row["reference"] if row["reference"] else given.value_counts().index[0]
-                agreeing = row[row == flag].index.tolist()
-                losing = [label for label in labels if label not in agreeing]
-                rows.append({
-                    "axiom": axiom, "frame": frame, "name": name, "flag": flag, "reference_flag": row["reference"],
-                    "variants_flagged": len(agreeing), "variants": len(labels), "share": len(agreeing) / len(labels),
-                    "holds": not losing, "lost_under": losing,
-                    "depends_on": sorted({factors[label] for label in losing if factors[label]}),
-                })
-    columns = ["axiom", "frame", "name", "flag", "reference_flag", "variants_flagged", "variants", "share", "holds",
-               "lost_under", "depends_on"]
-    return pd.DataFrame(rows, columns=columns)
 
 
 def sweep(
@@ -236,7 +166,7 @@ def sweep(
     """Audit each axiom once per design variant and report which flags hold under every variant.
 
     vary: {factor: [values]} over FACTORS, varied one at a time around the spec (default: `default_vary`);
-    options: the audit's settings (n, targets, method, threshold, ...); the variants skip per-position example
+    options: the audit's settings (n, steps, method, threshold, ...); the variants skip per-position example
     blocks unless `examples` is given. With `folder`, each variant's audit is saved (and resumable) in its own
     subfolder and the sweep's report.html compares them. `executor` (see `audit`) is started once and runs
     every variant's chunks, so a Ray cluster's workers load the model once for the whole sweep.
@@ -279,7 +209,7 @@ def sweep_folder(folder: str | Path, resume: bool = False) -> OutputFolder:
     return OutputFolder(folder, "sweep", "continue" if resume else "refuse", advice=RESUME_ADVICE)
 
 
-def _sweep_result(plan: list[tuple[Axiom, Variant, Axiom, int]], audits: dict[tuple[str, str], Audit],
+def _sweep_result(plan: list[tuple[Axiom, Design, Axiom, int]], audits: dict[tuple[str, str], Audit],
                   factors: dict[str, str | None], specs: list[Axiom], vary: Mapping[str, Sequence[Any]] | None,
                   seed: int, options: dict[str, Any], ranker: Ranker) -> Sweep:
     """The sweep's frames and manifest from its variants' audits."""
@@ -293,9 +223,10 @@ def _sweep_result(plan: list[tuple[Axiom, Variant, Axiom, int]], audits: dict[tu
                      "baseline": design.baseline.fill, "n_pairs": int(behaviour["n_pairs"]),
                      "agreement": float(behaviour["agreement"]), "agreement_low": float(behaviour["agreement_low"]),
                      "agreement_high": float(behaviour["agreement_high"]), "mean_delta": float(behaviour["mean_delta"]),
-                     "verdict": behaviour["verdict"], "encodes": int(behaviour["encodes"]),
-                     "violates": int(behaviour["violates"]), "cells_encodes": int(behaviour["cells_encodes"]),
-                     "cells_violates": int(behaviour["cells_violates"]), "spec_hash": design.spec_hash})
+                     "verdict": behaviour["verdict"],
+                     **{step.counts + flag: int(behaviour[step.counts + flag]) for step in STEPS.values()
+                        if step.counts is not None for flag in ("encodes", "violates")},
+                     "spec_hash": design.spec_hash})
     manifest = {"axioms": [spec.name for spec in specs], "vary": {k: list(v) for k, v in (vary or {}).items()},
                 "default_vary": vary is None, "seed": seed, "options": json.loads(json.dumps(options, default=list)),
                 "model": ranker.name, "kind": ranker.kind}

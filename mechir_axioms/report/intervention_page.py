@@ -4,29 +4,17 @@ before and after, the per-axiom change, and each query's nDCG@10 change as an in
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
-from .render import _asset, _environment, _pvalue, percent
+from ..results.intervention import InterventionResult
+from ..results.pages import page
+from ..results.text import percent
+from .audit_page import _asset, _environment, _pvalue
 
 CHART_HEIGHT = 180
 BAR = 12
-
-
-class InterventionResult(Protocol):
-    """What the report reads of an assessment (intervening.InterventionResult)."""
-
-    intervention: dict[str, Any]
-    axioms: pd.DataFrame
-    measures: pd.DataFrame
-    queries: pd.DataFrame
-    manifest: dict[str, Any]
-    folder: Path | None
-    summary: str
-
-    def table(self) -> str: ...
 
 
 def _number(value: float, digits: int = 4, signed: bool = False) -> str:
@@ -76,6 +64,7 @@ def _measure_rows(measures: pd.DataFrame, alpha: float) -> list[dict[str, str]]:
     } for m in measures.itertuples()]
 
 
+@page(InterventionResult)
 def render_intervention(result: InterventionResult) -> str:
     """The intervention report's HTML."""
     manifest = result.manifest

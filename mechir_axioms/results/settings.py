@@ -1,29 +1,29 @@
-"""`Settings`: every number-deciding choice of an audit, with its default declared once.
+"""`Settings`: every choice of an audit, with its default declared once.
 
-The Python `audit` signature's defaults, the CLI's flags, the pytest plugin's options, the manifest and
-the command that reproduces an audit are all derived from the fields below.
+`audit()` takes a Settings (or overrides of its fields); the CLI's flags, the pytest plugin's options and ini
+keys, the manifest and the command that reproduces an audit are all derived from the fields below.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..core.defaults import AUDIT_METHODS, DEFAULT_AXIOMS, DEFAULT_MODEL, SAMPLE_NAME
+from ..core.defaults import DEFAULT_AXIOMS, DEFAULT_MODEL, SAMPLE_NAME
 from ..core.errors import SettingsError
+from .steps import steps_from_targets
 
-TARGETS = ("heads", "blocks", "paths")
-"""What an audit can measure: every head, block cells, and paths from every head into the flagged heads and the score."""
-DEFAULT_TARGETS = ("heads", "blocks")
+DEFAULT_STEPS = ("heads", "cells", "blocks")
+"""What an audit measures unless told otherwise: every head, block cells and per-position blocks."""
 
 
 def _setting(default: Any, help: str, *, kind: type = str, choices: tuple[str, ...] | None = None,
-             low: float | None = None, cli_default: Any = MISSING, flag: bool = True) -> Any:
-    """A Settings field with what the CLI and the plugin need to offer it: help, type, bounds, choices."""
-    metadata = {"help": help, "kind": kind, "choices": choices, "low": low, "flag": flag,
-                "cli_default": default if cli_default is MISSING else cli_default}
-    return field(default=default, metadata=metadata)
+             low: float | None = None, decides: bool = True) -> Any:
+    """A Settings field with what the CLI and the plugin need to offer it: help, type, bounds, choices, and
+    whether it decides the audit's numbers (a resumed audit must match those)."""
+    return field(default=default, metadata={"help": help, "kind": kind, "choices": choices, "low": low,
+                                            "decides": decides})
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,13 @@ class Settings:
     data: str | None = _setting(None, f"JSONL/TSV/CSV/Parquet path or irds:ID (default: {SAMPLE_NAME})")
     n: int = _setting(200, "pairs per axiom", kind=int, low=1)
     seed: int = _setting(0, "seed for pair selection, cell pairs and resampling", kind=int, low=0)
-    targets: tuple[str, ...] = _setting(
-        DEFAULT_TARGETS, "heads, blocks and/or paths (comma-separated); paths need heads", kind=tuple, choices=TARGETS)
+    steps: tuple[str, ...] = _setting(
+        DEFAULT_STEPS, "audit steps (comma-separated): heads, cells (block component x layer x token region), blocks "
+        "(per-position maps of example pairs), paths (needs heads), or a registered step", kind=tuple)
     method: str = _setting(
-        "exact", "how heads are measured: exact on every head, attribution (AtP) or atp* estimates, or verified "
-        "(AtP* screens every head and each head that could reach a flag is patched "
-        "exactly, so every flag rests on exact effects); blocks are always exact", choices=AUDIT_METHODS,
-        cli_default="verified")
+        "verified", "how heads are measured: verified (AtP* screens every head and each head that could reach a flag "
+        "is patched exactly, so every flag rests on exact effects), exact on every head, or the attribution (AtP) "
+        "and atp* estimates; block cells are always exact")
     verify: int = _setting(16, "method verified: at most this many heads per axiom are patched exactly", kind=int, low=0)
     margin: float = _setting(
         0.025, "method verified: heads whose screened effect is within this of the threshold are patched exactly",
@@ -62,6 +62,9 @@ class Settings:
         10, "random query-disjoint half splits over which each flag's replication rate is measured (0: none)", kind=int,
         low=0)
     batch_size: int = _setting(8, "sequences per forward pass", kind=int, low=1)
+    cache_mib: int = _setting(
+        1024, "MiB of clean runs (activations) each process keeps for reuse across the steps; 0: none", kind=int,
+        low=0, decides=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -70,7 +73,7 @@ class Settings:
         """Raise a SettingsError naming the first invalid setting and what is allowed."""
         for spec in fields(self):
             value, meta = getattr(self, spec.name), spec.metadata
-            if spec.name in ("model", "data") or meta.get("kind") is None:
+            if spec.name in ("model", "data"):
                 continue
             if meta["kind"] is int and (isinstance(value, bool) or not isinstance(value, int) or value < meta["low"]):
                 raise SettingsError(f"{spec.name}={value!r} is not valid; use an integer of at least {meta['low']}")
@@ -81,21 +84,36 @@ class Settings:
                     raise SettingsError(f"{spec.name}={value!r} is not valid; use a number of at least {meta['low']}")
             if meta["kind"] is str and meta["choices"] and value not in meta["choices"]:
                 raise SettingsError(f"{spec.name}={value!r} is not valid; use one of {', '.join(meta['choices'])}")
-            if meta["kind"] is tuple and meta["choices"]:
-                unknown = sorted(set(value) - set(meta["choices"]))
-                if unknown or not value:
-                    raise SettingsError(f"{spec.name}={list(value)!r} is not valid; choose from {', '.join(meta['choices'])}")
+            if meta["kind"] is tuple and (not isinstance(value, tuple) or not all(isinstance(v, str) for v in value)):
+                raise SettingsError(f"{spec.name}={value!r} is not valid; use a tuple of names")
         if not 0 < self.alpha < 1:
             raise SettingsError(f"alpha={self.alpha!r} is not valid; use a number between 0 and 1")
-        if "paths" in self.targets and "heads" not in self.targets:
-            raise SettingsError(f"targets={list(self.targets)!r} is not valid: paths run into the flagged heads, so "
-                                "they need heads too (use heads,paths)")
+        if not self.steps:
+            raise SettingsError("steps is empty; name at least one step (heads, cells, blocks, paths)")
         if not self.axioms:
             raise SettingsError("axioms is empty; name at least one axiom (see `mechir-axioms list`)")
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain JSON values (tuples become lists), as stored in the manifest."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    def deciding(self) -> dict[str, Any]:
+        """The settings that decide the numbers, as JSON values: what a resumed audit must match."""
+        decides = {spec.name for spec in fields(self) if spec.metadata["decides"]}
+        return {key: value for key, value in self.describe().items() if key in decides}
+
+    def but(self, **overrides: Any) -> Settings:
+        """These settings with some fields replaced; `targets` (the old name of steps) is translated, and an
+        unknown name is refused with the list of settings."""
+        if "targets" in overrides:
+            targets = overrides.pop("targets")
+            overrides["steps"] = steps_from_targets([targets] if isinstance(targets, str) else targets)
+        unknown = sorted(set(overrides) - {spec.name for spec in fields(self)})
+        if unknown:
+            raise SettingsError(f"{', '.join(unknown)} is not an audit setting; settings are "
+                                f"{', '.join(spec.name for spec in fields(self))}")
+        return replace(self, **{key: tuple(value) if isinstance(value, list) else value
+                                for key, value in overrides.items()})
 
     def command(self) -> str:
         """The CLI command that repeats this audit (the model and data options only when not the defaults)."""
@@ -105,11 +123,16 @@ class Settings:
         if self.data not in (None, SAMPLE_NAME):
             parts.append(f"--data '{self.data}'")
         for spec in fields(self):
-            if spec.name in ("model", "data"):
+            if spec.name in ("model", "data") or not spec.metadata["decides"]:
                 continue
             value = getattr(self, spec.name)
             parts.append(f"--{flag_name(spec.name)} {','.join(value) if isinstance(value, tuple) else value}")
         return " ".join(parts)
+
+
+INTERVENTION_DEFAULTS = Settings(steps=("heads",), stability=0)
+"""What the re-audits of an intervention measure unless told otherwise: the heads, without replication splits
+(the flags that matter there are the heads')."""
 
 
 def flag_name(setting: str) -> str:
@@ -120,6 +143,22 @@ def flag_name(setting: str) -> str:
 def setting_fields() -> list[Any]:
     """The dataclass fields of Settings, in declaration order, for interfaces that offer them."""
     return list(fields(Settings))
+
+
+def parse_setting(name: str, text: str) -> Any:
+    """A setting's value from text (a flag, a pytest option or ini key): numbers as numbers, lists split on commas;
+    a SettingsError names the setting when the text is not of its kind."""
+    spec = {spec.name: spec for spec in fields(Settings)}[name]
+    kind = spec.metadata["kind"]
+    if kind is tuple:
+        return parse_names(text)
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise SettingsError(f"{name}={text!r} is not valid; use {'an integer' if kind is int else 'a number'}") \
+                from None
+    return text
 
 
 def parse_names(value: str) -> tuple[str, ...]:

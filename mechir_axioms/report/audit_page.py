@@ -1,4 +1,7 @@
-"""Render an `Audit` as one self-contained HTML file: inline CSS, SVG, canvas and JS; nothing fetched."""
+"""Render an `Audit` as one self-contained HTML file: inline CSS, SVG, canvas and JS; nothing fetched.
+
+Heads, block cells, blocks and paths have views of their own; any other registered step is shown by the generic
+view: its map over (layer, its grid column) when it declares one, and its flagged units."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import json
 import math
 from importlib import resources
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,23 +17,16 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from ..analysis.findings import strongest_first
-from ..models.rankers import RANKER_KINDS
 from ..core.errors import SpecError
+from ..models.rankers import RANKER_KINDS
+from ..results.audit import Audit
+from ..results.pages import page
+from ..results.steps import STEPS, Step, steps_of
 from ..specs.axiom import Axiom, parse_axiom
 from .circuit import circuit
 
-
-class Audit(Protocol):
-    """What the report reads of an audit: its frames, attention examples and manifest (audit.result.Audit)."""
-
-    axioms: pd.DataFrame
-    heads: pd.DataFrame
-    cells: pd.DataFrame
-    blocks: pd.DataFrame
-    pairs: pd.DataFrame
-    attention: dict[str, Any]
-    manifest: dict[str, Any]
-    paths: pd.DataFrame
+OWN_VIEWS = ("heads", "cells", "blocks", "paths")
+"""The steps the report shows in views of their own; every other step gets the generic view."""
 
 CELL = 22
 FLAGGED_SHOWN = 12
@@ -46,13 +42,6 @@ def _pvalue(value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
-
-
-def percent(value: float | None, signed: bool = False) -> str:
-    """A share as a percentage with one decimal ("n/a" for NaN), signed for changes."""
-    if value is None or math.isnan(value):
-        return "n/a"
-    return f"{100 * value:+.1f}%" if signed else f"{100 * value:.1f}%"
 
 
 def _environment() -> Environment:
@@ -211,6 +200,41 @@ def _flagged(rows: pd.DataFrame) -> pd.DataFrame:
     return strongest_first(rows[rows["flag"] != ""])
 
 
+def _generic_view(step: Step, rows: pd.DataFrame, scale: float) -> dict[str, Any]:
+    """A step without a view of its own: its map over (layer, grid column) if it declares one, and its flagged
+    units (the first FLAGGED_SHOWN, strongest first) with their label columns."""
+    grid = None
+    if step.grid is not None and len(rows) and all(column in rows for column in step.grid):
+        values = list(dict.fromkeys(rows[step.grid[1]]))
+        grid = _grid(rows, [str(value) for value in values], lambda row: values.index(getattr(row, step.grid[1])),
+                     lambda row: ", ".join(f"{column} {getattr(row, column)}" for column in step.columns), scale)
+    flagged = _flagged(rows) if step.flags and len(rows) else rows.iloc[0:0]
+    return {"step": step.name, "title": step.title, "unit": step.unit, "columns": list(step.columns), "grid": grid,
+            "flags": step.flags, "rows": len(rows), "flagged": flagged.head(FLAGGED_SHOWN).to_dict("records"),
+            "more_flagged": max(0, len(flagged) - FLAGGED_SHOWN)}
+
+
+def _other_views(audit: Audit, axiom: str) -> list[dict[str, Any]]:
+    """The generic views of one axiom: every step that ran and has no view of its own."""
+    views = []
+    for name, frame in audit.frames.items():
+        if name in OWN_VIEWS or name not in STEPS or frame.empty:
+            continue
+        rows = frame[frame["axiom"] == axiom]
+        effects = frame["effect"].to_numpy(dtype=float) if "effect" in frame else np.array([])
+        views.append(_generic_view(STEPS[name], rows, _scale(effects)))
+    return views
+
+
+def counted_steps(audit: Audit) -> list[dict[str, str]]:
+    """The counted steps other than heads and cells (which the summary table always shows), with the prefix of
+    their count columns."""
+    return [{"title": step.title, "unit": step.unit, "counts": step.counts} for name, step in STEPS.items()
+            if step.counts is not None and name not in ("heads", "cells") and name in audit.frames
+            and f"{step.counts}encodes" in audit.axioms]
+
+
+@page(Audit)
 def render(audit: Audit) -> str:
     """The report's HTML for an audit (in memory or loaded from disk); each axiom is described by the spec
     text saved with the audit, never by whatever spec of that name the catalogue holds today."""
@@ -242,6 +266,7 @@ def render(audit: Audit) -> str:
             "attention": _attention(audit, row.axiom, plot_data),
             "verification": _verification(audit.manifest["axioms"][row.axiom].get("verification"), len(heads)),
             "circuit": circuit(heads, paths, int(model["layers"])),
+            "views": _other_views(audit, row.axiom),
         })
     provenance = []
     for name, info in audit.manifest["axioms"].items():
@@ -256,7 +281,8 @@ def render(audit: Audit) -> str:
     package = resources.files("mechir_axioms.report") / "templates"
     data = json.dumps(plot_data, separators=(",", ":")).replace("<", "\\u003c")
     return _environment().get_template("report.html.j2").render(
-        axioms=audit.axioms.to_dict("records"), sections=sections, settings=settings, model=model, model_title=kind_title(model.get("kind")),
+        axioms=audit.axioms.to_dict("records"), sections=sections, settings=settings, steps=list(steps_of(settings)),
+        counted=counted_steps(audit), model=model, model_title=kind_title(model.get("kind")),
         manifest=audit.manifest, provenance=provenance, scale=scale, cell_scale=cell_scale,
         n_tests=int(audit.heads["p_value"].notna().sum()), n_cell_tests=int(audit.cells["p_value"].notna().sum()),
         css=Markup((package / "report.css").read_text()), js=Markup((package / "report.js").read_text()),

@@ -7,17 +7,14 @@ the audit's own data, pair count and seed, and measures the ranking effectivenes
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from ..core.defaults import DEFAULT_MODEL, SAMPLE_NAME
 from .settings import Settings, flag_name
-
-if TYPE_CHECKING:
-    from .result import Audit
 
 CARRIED = ("threshold", "alpha", "tolerance", "equivalence")
 """Audit settings that decide agreement, verdicts and flags: a suggestion repeats those the audit changed."""
@@ -73,12 +70,17 @@ def _listed(rows: pd.DataFrame) -> str:
     return f"head{'s' if len(named) > 1 else ''} {', '.join(named)}"
 
 
-def suggest_interventions(audit: Audit, max_heads: int = MAX_HEADS, factor: float = SCALE_UP) -> list[Suggestion]:
-    """Per axiom of the audit: ablate its violating heads (the `max_heads` strongest), and scale its encoding heads
-    by `factor`; an axiom without flagged heads gets no suggestion."""
-    settings, suggestions = audit.manifest["settings"], []
-    for axiom in audit.axioms["axiom"]:
-        flagged = audit.flagged(axiom)
+def suggest_interventions(axioms: pd.DataFrame, flagged_heads: Callable[[str], pd.DataFrame],
+                          settings: Mapping[str, Any], max_heads: int = MAX_HEADS,
+                          factor: float = SCALE_UP) -> list[Suggestion]:
+    """Per axiom of an audit (its axioms frame, its flagged heads of an axiom strongest first, its settings):
+    ablate the violating heads (the `max_heads` strongest), and scale the encoding heads by `factor`; an axiom
+    without flagged heads gets no suggestion."""
+    suggestions = []
+    for axiom in axioms["axiom"]:
+        flagged = flagged_heads(axiom)
+        if flagged.empty:
+            continue
         for flag, op, scale in (("violates", "ablate", None), ("encodes", "scale", factor)):
             rows = flagged[flagged["flag"] == flag]
             if rows.empty:

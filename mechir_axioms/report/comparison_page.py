@@ -5,45 +5,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .render import Audit, _asset, _environment, _heads_grid, _scale, percent
+from ..results.audit import Audit
+from ..results.comparison import Comparison
+from ..results.pages import page
+from ..results.steps import STEPS
+from ..results.text import percent
+from .audit_page import _asset, _environment, _heads_grid, _scale
 
 DIFFERENCE_MARKS = {"gained": "+", "lost": "\u2212", "changed": "\u00b1"}
 """The letter on a difference-map cell whose flag changed: gained, lost, or changed from one flag to the other."""
-
-
-class AxiomComparison(Protocol):
-    """What the report reads of one axiom's comparison (comparing.AxiomComparison)."""
-
-    axiom: str
-    agreement_old: float
-    agreement_new: float
-    difference_low: float
-    difference_high: float
-    correlation: float
-    gained: list[str]
-    lost: list[str]
-    failures: list[str]
-    significant: bool
-    change: float
-
-
-class Comparison(Protocol):
-    """What the report reads of a comparison (comparing.Comparison)."""
-
-    old: str
-    new: str
-    axioms: Sequence[AxiomComparison]
-    failures: list[str]
-    ok: bool
-    verdict: str
-    thresholds: str
-
-    def table(self) -> str: ...
 
 
 def head_map_shape(heads: pd.DataFrame) -> tuple[int, int] | None:
@@ -112,8 +87,10 @@ def _difference_scale(axioms: Sequence[str], old: Audit, new: Audit) -> float:
     return _scale(np.concatenate(changes)) if changes else 1.0
 
 
-def render_comparison(comparison: Comparison, old: Audit, new: Audit) -> str:
-    """The comparison report's HTML, from the comparison and the two audits it compares."""
+@page(Comparison)
+def render_comparison(comparison: Comparison) -> str:
+    """The comparison report's HTML, from the comparison and the two audits it holds."""
+    old, new = comparison.old_audit, comparison.new_audit
     names = [row.axiom for row in comparison.axioms]
     scale = max(_scale(old.heads["effect"].to_numpy(dtype=float)), _scale(new.heads["effect"].to_numpy(dtype=float)))
     difference_scale = _difference_scale(names, old, new)
@@ -129,5 +106,5 @@ def render_comparison(comparison: Comparison, old: Audit, new: Audit) -> str:
     return _environment().get_template("comparison.html.j2").render(
         comparison=comparison, sections=sections, models=(old.manifest["model"], new.manifest["model"]),
         settings=old.manifest["settings"], scale=scale, difference_scale=difference_scale,
-        marks=DIFFERENCE_MARKS, css=_asset("report.css"),
+        marks=DIFFERENCE_MARKS, css=_asset("report.css"), units={name: step.unit.capitalize() for name, step in STEPS.items()},
     )

@@ -8,10 +8,8 @@ before and after, and nDCG@10, MRR@10 and MAP are compared over the queries with
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,102 +19,23 @@ from . import __version__
 from .analysis.effectiveness import (MEASURES, RESAMPLES, check_judged_run, compare_per_query, paired_difference,
                                      per_query, qrels_of, run_of)
 from .analysis.findings import agrees
-from .auditing.result import Audit
-from .auditing.run import DEFAULTS, audit
-from .auditing.suggestions import intervene_command
+from .auditing.pipeline import audit
 from .core.errors import DataError, SettingsError
-from .core.outputs import OutputFolder
-from .models.interventions import HeadLike, check_intervention, intervene
+from .models.head_edits import HeadLike, check_intervention, intervene
 from .models.loading import load_ranker
 from .models.rankers import Ranker
-from .pairs.data import DataSource, load_data
-from .report.intervention import render_intervention
-from .report.render import percent
+from .passages.loading import DataSource, load_data
+from .results.audit import Audit
+from .results.intervention import InterventionResult, intervention_folder
+from .results.settings import INTERVENTION_DEFAULTS, Settings
+from .results.suggestions import intervene_command
 
-PRIMARY = str(MEASURES[0])
-"""The measure the summary line names: nDCG@10."""
+DEFAULTS = Settings()
+
 PAIR_KEYS = ["axiom", "pair", "qid", "docno", "baseline", "perturbed"]
 """What must be equal for the two audits' pairs to be the same pairs."""
 REFERENCE_PAIRS = 64
 """Judged pairs (seeded sample) over which op "mean" takes each head's mean output."""
-
-
-@dataclass
-class InterventionResult:
-    """An intervention's effect: per axiom (agreement and mean change, before and after, paired), per measure
-    (before, after, paired), per query and measure, the two audits, and provenance."""
-
-    intervention: dict[str, Any]
-    axioms: pd.DataFrame
-    measures: pd.DataFrame
-    queries: pd.DataFrame
-    before: Audit
-    after: Audit
-    manifest: dict[str, Any]
-    folder: Path | None = field(default=None, repr=False)
-
-    @property
-    def label(self) -> str:
-        return self.intervention["label"]
-
-    @property
-    def summary(self) -> str:
-        """One sentence: what the intervention cost or gained in nDCG@10, and how each axiom's agreement moved."""
-        alpha = self.manifest["alpha"]
-        row = self.measures.set_index("measure").loc[PRIMARY]
-        if row["p_value"] <= alpha:
-            done = f"{'cost' if row['difference'] < 0 else 'gained'} {abs(row['difference']):.3f} {PRIMARY}"
-        else:
-            done = f"made no significant change to {PRIMARY}"
-        effect = (f"The intervention ({self.label}) {done} ({row['before']:.3f} -> {row['after']:.3f}, "
-                  f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], p = {row['p_value']:.2g} over "
-                  f"{int(row['n'])} queries)")
-        axioms = [f"{a.axiom} agreement {percent(a.agreement_before)} -> {percent(a.agreement_after)} "
-                  f"({percent(a.agreement_change, True)} [{percent(a.agreement_low, True)}, "
-                  f"{percent(a.agreement_high, True)}], p = {a.agreement_p:.2g})" for a in self.axioms.itertuples()]
-        return f"{effect}; {'; '.join(axioms)}."
-
-    def table(self) -> str:
-        """A plain-text report: the summary, the axioms before and after, the measures before and after."""
-        lines = [f"mechir-axioms intervene: {self.label}", f"  model: {self.manifest['model']['name']}", ""]
-        header = f"{'axiom':<8} {'agreement before -> after':<26} {'change [95% CI]':<26} {'p':>8}  mean change before -> after"
-        lines += [header, "-" * len(header)]
-        for a in self.axioms.itertuples():
-            interval = f"{percent(a.agreement_change, True)} [{percent(a.agreement_low, True)}, {percent(a.agreement_high, True)}]"
-            lines.append(f"{a.axiom:<8} {percent(a.agreement_before):>9} -> {percent(a.agreement_after):<13} {interval:<26} "
-                         f"{a.agreement_p:>8.2g}  {a.mean_before:+.3g} -> {a.mean_after:+.3g} "
-                         f"({a.mean_change:+.3g} [{a.mean_low:+.3g}, {a.mean_high:+.3g}], p = {a.mean_p:.2g})")
-        header = f"{'measure':<14} {'before':>7} {'after':>7}  {'change [95% CI]':<28} {'rand. p':>8} {'t-test p':>9}"
-        lines += ["", header, "-" * len(header)]
-        for m in self.measures.itertuples():
-            interval = f"{m.difference:+.4f} [{m.low:+.4f}, {m.high:+.4f}]"
-            lines.append(f"{m.measure:<14} {m.before:>7.4f} {m.after:>7.4f}  {interval:<28} {m.p_value:>8.2g} {m.t_test_p:>9.2g}")
-        lines += ["", f"over {int(self.measures['n'].iloc[0])} queries of {self.manifest['judged']}", "", self.summary]
-        return "\n".join(lines)
-
-    @property
-    def report_path(self) -> Path | None:
-        return self.folder / "report.html" if self.folder else None
-
-    def save(self, folder: str | Path | OutputFolder) -> Path:
-        """Write before/ and after/ (the audits), effectiveness.parquet (per query and measure), intervention.json
-        (provenance, per axiom, per measure) and report.html into `folder`: a path, claimed as an intervention's
-        output folder (refused if it holds one, or anything the tool did not write), or a held one."""
-        with folder if isinstance(folder, OutputFolder) else intervention_folder(folder) as out:
-            for name, audited in (("before", self.before), ("after", self.after)):
-                with out.part(name, "audit") as part:
-                    audited.save(part)
-            out.write_frame("effectiveness.parquet", self.queries)
-            out.write_json("intervention.json", {**self.manifest, "axioms": _records(self.axioms),
-                                                 "measures": _records(self.measures)})
-            self.folder = out.root
-            out.write_text("report.html", render_intervention(self))
-        return self.folder
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A frame as JSON-ready records (NaN as null)."""
-    return json.loads(frame.to_json(orient="records"))
 
 
 def axiom_changes(before: Audit, after: Audit, tolerance: float, seed: int) -> pd.DataFrame:
@@ -198,19 +117,18 @@ def assess_intervention(
     judged: DataSource = None,
     run: DataSource = None,
     reference: int | tuple[Sequence[str], Sequence[str]] = REFERENCE_PAIRS,
-    targets: Sequence[str] = ("heads",),
-    method: str = "attribution",
-    stability: int = 0,
+    settings: Settings | None = None,
     folder: str | Path | None = None,
     progress: bool = True,
-    **audit_options: Any,
+    **overrides: Any,
 ) -> InterventionResult:
-    """Audit `axioms` on `data` with and without the intervention (heads, op, factor: see models.interventions.
+    """Audit `axioms` on `data` with and without the intervention (heads, op, factor: see models.head_edits.
     intervene) on the same pairs, and rank `judged` (default: `data`), or a given `run`, per query before and after.
 
-    The re-audits patch `targets` by `method` (default: attribution on heads, the cheapest; any audit setting may
-    be passed). op "mean" takes each head's mean over `reference` seeded judged pairs (or given (queries,
-    passages)). With `folder`, the result is saved there (see InterventionResult.save)."""
+    The re-audits run `settings` with `overrides` (default: the audit's Settings, but the heads step only and no
+    replication splits: the flags that matter here are the heads'). op "mean" takes each head's mean over
+    `reference` seeded judged pairs (or given (queries, passages)). With `folder`, the result is saved there (see
+    InterventionResult.save)."""
     started = time.perf_counter()
     if folder is not None:
         intervention_folder(folder).check()  # before any work: the folder is written only when all is done
@@ -220,12 +138,11 @@ def assess_intervention(
     qrels = qrels_of(frame)
     candidates, run_source = _candidates(frame, run, qrels, source)
     pairs = _reference(frame.dropna(subset=["relevance"]), reference, seed) if op == "mean" else None
-    options = {"targets": tuple(targets), "method": method, "stability": stability, "progress": progress,
-               **audit_options}
-    before = audit(ranker, axioms, data, n, seed, **options)
+    chosen = (settings or INTERVENTION_DEFAULTS).but(n=n, seed=seed, **overrides)
+    before = audit(ranker, axioms, data, chosen, progress=progress)
     queries_before = _effectiveness(ranker, candidates, qrels, progress)
     with intervene(ranker, heads, op, factor, pairs) as intervention:
-        after = audit(ranker, axioms, data, n, seed, **options)
+        after = audit(ranker, axioms, data, chosen, progress=progress)
         queries_after = _effectiveness(ranker, candidates, qrels, progress)
     facts = {**intervention.describe(), "label": intervention.label()}
     after.manifest["intervention"] = facts
@@ -246,11 +163,6 @@ def assess_intervention(
     if folder is not None:
         result.save(folder)
     return result
-
-
-def intervention_folder(folder: str | Path) -> OutputFolder:
-    """The output folder of an intervention (not yet claimed): refused if it holds one, or anything else."""
-    return OutputFolder(folder, "intervene", "refuse")
 
 
 def _command(ranker: Ranker, facts: dict[str, Any], op: str, axioms: Sequence[str], data: DataSource, n: int,

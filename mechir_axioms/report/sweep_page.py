@@ -4,22 +4,16 @@ which findings hold under every variant and which depend on one choice."""
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, Protocol
 
-import pandas as pd
 from markupsafe import Markup
 
-from .render import _environment
+from ..results.pages import page
+from ..results.steps import flagged_steps, steps_of
+from ..results.sweep import Sweep
+from .audit_page import _environment
 
 
-class Sweep(Protocol):
-    """What the sweep report reads (auditing.sweep.Sweep)."""
-
-    variants: pd.DataFrame
-    stability: pd.DataFrame
-    manifest: dict[str, Any]
-
-
+@page(Sweep)
 def render_sweep(sweep: Sweep) -> str:
     """The sweep report's HTML."""
     sections = []
@@ -31,8 +25,9 @@ def render_sweep(sweep: Sweep) -> str:
             lost = set(record["lost_under"])
             rows.append({**record, "marks": ["" if label in lost else "✓" for label in labels],
                          "depends_on": ", ".join(record["depends_on"])})
-        targets = sweep.manifest.get("options", {}).get("targets", ["heads", "blocks"])
-        frames = [("Heads", "heads")] * ("heads" in targets) + [("Block cells", "cells")] * ("blocks" in targets)
+        options = sweep.manifest.get("options", {})
+        frames = [(step.title, step.name) for step in flagged_steps(steps_of(options) if options.get("steps")
+                                                                    or options.get("targets") else ("heads", "cells"))]
         sections.append({"axiom": axiom, "variants": variants.to_dict("records"), "labels": labels,
                          "frames": [(title, [row for row in rows if row["frame"] == frame]) for title, frame in frames]})
     package = resources.files("mechir_axioms.report") / "templates"

@@ -1,0 +1,112 @@
+"""`AuditContext`: what every audit step works with, in one object instead of a bundle of arguments, and
+`AxiomRecord`: what the audit knows of one axiom (its pairs, scores, provenance and step timings)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.findings import Changes, effects_frame, replication
+from ..executing.base import Executor
+from ..executing.jobs import Job
+from ..models.rankers import Ranker
+from ..pairs.pairset import PairSet
+from ..patching.result import PatchResult
+from ..patching.runs import CleanRuns
+from ..results.settings import Settings
+from ..specs.axiom import Axiom
+from .checkpoints import Checkpoints
+from .chunks import both_directions
+
+
+@dataclass
+class AxiomRecord:
+    """One axiom of an audit: its spec, pairs and scores, the example pairs, its provenance for the manifest and
+    the seconds each step spent on it."""
+
+    spec: Axiom
+    pairs: PairSet
+    scored: pd.DataFrame
+    examples: list[int]
+    provenance: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def qids(self) -> np.ndarray:
+        """Each pair's query id, the unit of the replication splits."""
+        return self.pairs.frame["qid"].astype(str).to_numpy()
+
+
+@dataclass
+class AuditContext:
+    """The ranker under audit, its Settings, the checkpoints, the executor of patching chunks, this process's
+    store of clean runs (None: nothing cached), and whether to show progress."""
+
+    ranker: Ranker
+    settings: Settings
+    work: Checkpoints
+    executor: Executor
+    clean_runs: CleanRuns | None
+    progress: bool
+
+    @contextmanager
+    def timed(self, record: AxiomRecord, step: str) -> Iterator[None]:
+        """Add the block's wall time to the record's seconds[step]: the manifest says where the time went."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            record.seconds[step] = round(record.seconds.get(step, 0.0) + time.perf_counter() - started, 1)
+
+    def job(self, target: str, method: str, **parts: Any) -> Job:
+        """A patching job of this audit's batch size and tolerance."""
+        return Job(target, method, self.settings.batch_size, self.settings.tolerance, **parts)
+
+    def both_directions(self, record: AxiomRecord, name: str, job: Job,
+                        pairs: PairSet | None = None) -> tuple[Changes, PatchResult, PatchResult]:
+        """Patch the record's pairs (or some of them) both ways in checkpointed chunks on the executor:
+        (the symmetric change per component, the denoising run, the noising run)."""
+        return both_directions(record.pairs if pairs is None else pairs, record.name, record.spec.expect, name, job,
+                               self.work, self.executor, self.progress)
+
+    def findings(self, changes: dict[str, Changes], labels: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
+                 qids: dict[str, np.ndarray]) -> pd.DataFrame:
+        """The statistics frame of one step's units over every axiom, with replication rates when asked for."""
+        settings = self.settings
+        frame = effects_frame(changes, labels, settings.threshold, settings.alpha, settings.seed)
+        replication(frame, changes, qids, settings.stability, settings.alpha, settings.threshold, settings.seed)
+        return frame
+
+    def sample_rows(self, count: int, limit: int) -> list[int]:
+        """`limit` of `count` pairs, drawn with the audit's seed (see sample_rows)."""
+        return sample_rows(count, limit, self.settings.seed)
+
+
+def sample_rows(count: int, limit: int, seed: int) -> list[int]:
+    """A seeded random subset of `limit` of `count` pairs (in their order) for block cells or paths; all of them if
+    there are fewer."""
+    if count <= limit:
+        return list(range(count))
+    return sorted(np.random.default_rng(seed).permutation(count)[:limit].tolist())
+
+
+def unit_labels(result: PatchResult, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One label per component of a patching result, in the order of its flattened effects: each dimension's
+    label (or index) and a name joining `columns` with dots ("3.2", "attn_out.4.span")."""
+    dims, shape = result.dims[1:], result.effects.shape[1:]
+    labels = []
+    for index in np.ndindex(*shape):
+        label: dict[str, Any] = {dim: result.labels[dim][i] if dim in result.labels else i for dim, i in zip(dims, index)}
+        label["name"] = ".".join(str(label[column]) for column in columns)
+        labels.append(label)
+    return labels

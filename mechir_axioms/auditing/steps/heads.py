@@ -1,0 +1,66 @@
+"""The heads step: every attention head patched on every pair, both ways, by the audit's method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...patching.methods import method_for
+from ..context import AuditContext, AxiomRecord, unit_labels
+from ..registry import audit_step
+from ..verified import verified_heads
+
+FIELDS = ("axiom", "layer", "head", "name", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag")
+
+
+def _summary(rows: pd.DataFrame, facts: dict[str, Any], settings: dict[str, Any]) -> str:
+    """Flag counts, and for the verified method which heads were measured exactly and the missed-flag bound."""
+    flags = rows["flag"] if "flag" in rows else pd.Series(dtype=str)
+    line = f"heads encoding {int((flags == 'encodes').sum())}, violating {int((flags == 'violates').sum())}"
+    checked = facts.get("verification")
+    if checked:
+        below = "below" if checked["bound_below_threshold"] else "NOT below"
+        line += (f"; verified exactly: {', '.join(checked['verified']) or 'none'}; missed-flag bound "
+                 f"{checked['missed_flag_bound']:.3f}, {below} the threshold {settings['threshold']}")
+    return line
+
+
+@audit_step("heads", title="Heads", unit="head", target="heads", method=None, columns=("layer", "head"),
+            grid=("layer", "head"), reads=("method", "verify", "margin", "batch_size"),
+            provenance=("verification", "excluded"), counts="", fields=FIELDS, summary=_summary)
+def heads(context: AuditContext, records: list[AxiomRecord], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each head's share of the score change per axiom, with flags; a head only a screen measured is not flagged."""
+    settings = context.settings
+    method = method_for(settings.method, "heads")
+    changes, qids, labels = {}, {}, []
+    for record in records:
+        if method.screen:
+            changes[record.name], run, verification = verified_heads(record, context, method.name)
+            record.provenance["verification"] = verification
+            record.seconds.update({f"heads {step}": value for step, value in verification.pop("seconds").items()})
+        else:
+            with context.timed(record, "heads"):
+                changes[record.name], run, _ = context.both_directions(record, "heads", context.job("heads", method.name))
+        qids[record.name] = record.qids
+        record.provenance["excluded"] = {"patching": run.excluded, "delta": settings.tolerance}
+        labels = unit_labels(run, ("layer", "head"))
+    frame = context.findings(changes, labels, qids)
+    _mark_measured(frame, records, method.verify if method.screen else method.name)
+    return frame
+
+
+def _mark_measured(heads: pd.DataFrame, records: list[AxiomRecord], method: str) -> None:
+    """Say how each head's effect was measured; a head that only the screen measured carries no flag."""
+    if heads.empty:
+        heads["measured"] = pd.Series(dtype=str)
+        return
+    measured = np.full(len(heads), method, dtype=object)
+    for record in records:
+        if "verification" in record.provenance:
+            rows = (heads["axiom"] == record.name).to_numpy()
+            exact = np.asarray(record.provenance["verification"]["measured"], dtype=bool).reshape(-1)
+            measured[rows] = np.where(exact, "exact", "screened")
+    heads["measured"] = measured
+    heads.loc[heads["measured"] == "screened", "flag"] = ""

@@ -1,0 +1,257 @@
+"""What each `mechir-axioms` command does with its parsed flags (the parser is built in cli.arguments)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..core.defaults import VERDICTS
+from ..core.errors import SettingsError
+from ..results.settings import Settings, parse_names, setting_fields
+from ..results.steps import steps_from_targets
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ..specs.axiom import list_axioms
+
+    axioms = list_axioms(args.axiom_folder)
+    width = max(len(axiom.name) for axiom in axioms)
+    for axiom in axioms:
+        print(f"{axiom.name:<{width}}  {axiom.expect:<12}  {axiom.title}")
+    return 0
+
+
+@contextmanager
+def _warnings_printed() -> Iterator[None]:
+    """Show library warnings (fewer pairs than asked, truncated texts) as one line each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if not issubclass(warning.category, DeprecationWarning):
+                    print(f"warning: {warning.message}", file=sys.stderr)
+
+
+def _executor(args: argparse.Namespace):
+    """The executor the flags ask for (this process, or a RayExecutor on --ray-address with --workers workers),
+    to be closed by the command that uses it."""
+    if args.executor == "local":
+        for flag, value in (("--ray-address", args.ray_address), ("--workers", args.workers),
+                            ("--worker-threads", args.worker_threads)):
+            if value is not None:
+                raise SettingsError(f"{flag} applies to --executor ray only; add --executor ray or leave {flag} out")
+        from ..executing.base import LocalExecutor
+
+        return LocalExecutor()
+    from ..executing.cluster import RayExecutor
+
+    return RayExecutor(args.ray_address, args.workers, args.worker_threads, connect_timeout=args.ray_timeout)
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The audit Settings the flags give (`--targets`, the old name of `--steps`, translated)."""
+    settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
+    if getattr(args, "targets", None):
+        settings = settings.but(steps=steps_from_targets(args.targets))
+    return settings
+
+
+def print_findings(audit) -> None:
+    """Per axiom its verdict and agreement, then one line per step that ran (flag counts, verified heads, paths)."""
+    for row in audit.axioms.itertuples():
+        print(f"{row.axiom:<10} {row.verdict:<12} agreement {row.agreement:6.1%} "
+              f"[{row.agreement_low:.1%}, {row.agreement_high:.1%}]")
+        for line in audit.step_lines(row.axiom):
+            print(f"{'':<10} {line}")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from ..auditing.pipeline import audit, audit_folder, check_settings
+    from ..models.loading import load_ranker
+    from ..specs.axiom import load_axiom
+
+    settings = check_settings(settings_of(args))
+    axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
+    audit_folder(args.out, args.resume).check()  # before the model loads
+    with _executor(args) as executor, _warnings_printed():
+        ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
+        result = audit(ranker, axioms, settings.data, settings, folder=args.out, resume=args.resume, executor=executor)
+    print_findings(result)
+    print(f"report: {result.report_path}")
+    failing = [f"{row.axiom} ({row.verdict})" for row in result.axioms.itertuples() if row.verdict in args.fail_on]
+    if failing:
+        print(f"fail: {', '.join(failing)}; --fail-on {','.join(args.fail_on)} asks for exit status 1")
+        return 1
+    return 0
+
+
+def _verdicts(text: str) -> tuple[str, ...]:
+    """--fail-on violated,inconclusive as a tuple of verdicts, each checked against VERDICTS."""
+    names = parse_names(text)
+    unknown = [name for name in names if name not in VERDICTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)} is not a verdict; choose from {', '.join(VERDICTS)}")
+    return names
+
+
+def _vary(values: list[str]) -> dict[str, list]:
+    """--vary filler=a,the,and --vary seed=0,1,2 as {factor: [values]} (seeds as integers), checked as `sweep`
+    checks it (known factors, non-empty lists, seeds from 0 to 2**32 - 1) before any model loads."""
+    from ..auditing.designs import SEED_MAX, SEED_RULE, check_vary
+
+    vary: dict[str, list] = {}
+    for item in values:
+        factor, _, listed = item.partition("=")
+        if not listed:
+            raise SettingsError(f"--vary {item!r} is not valid; write factor=value,value (e.g. filler=a,the,and)")
+        names = list(parse_names(listed))
+        if factor.strip() == "seed":  # ASCII digits only: str.isdigit and int() also take '²' or '٣'
+            if not all(re.fullmatch(r"[0-9]{1,10}", name) and int(name) <= SEED_MAX for name in names):
+                raise SettingsError(f"--vary {item!r} is not valid; {SEED_RULE}, written in the digits 0-9")
+            names = [int(name) for name in names]
+        vary[factor.strip()] = names
+    check_vary(vary)
+    return vary
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ..auditing.designs import default_vary, sweep, sweep_folder, variants_of
+    from ..auditing.pipeline import check_settings
+    from ..models.loading import load_ranker
+    from ..specs.axiom import load_axiom
+
+    settings = check_settings(settings_of(args))
+    axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
+    vary = _vary(args.vary) if args.vary else None
+    for axiom in axioms:  # every variant is valid, and the folder writable, before the model loads
+        variants_of(axiom, default_vary(axiom, settings.seed) if vary is None else vary, settings.seed)
+    sweep_folder(args.out, args.resume).check()
+    with _executor(args) as executor, _warnings_printed():
+        ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
+        options = {key: value for key, value in settings.describe().items()
+                   if key not in ("axioms", "model", "data", "seed")}
+        result = sweep(ranker, axioms, vary, settings.data, seed=settings.seed, folder=args.out, resume=args.resume,
+                       executor=executor, **options)
+    for row in result.variants.itertuples():
+        print(f"{row.axiom:<8} {row.variant:<18} {row.verdict:<12} agreement {row.agreement:6.1%}  "
+              f"heads {row.encodes}/{row.violates}  cells {row.cells_encodes}/{row.cells_violates}")
+    for axiom in result.variants["axiom"].unique():
+        print(f"{axiom}: heads flagged under every variant: {', '.join(result.holding(axiom)) or 'none'}")
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ..results.audit import rerender
+
+    print(f"report: {rerender(args.folder)}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ..comparing import compare
+    from ..core.outputs import check_file
+
+    for flag, path in (("--junit-xml", args.junit_xml), ("--html", args.html)):
+        if path:
+            check_file(path, "compare", flag)  # before the audits are read
+    comparison = compare(args.old, args.new, args.max_agreement_drop, args.min_head_map_correlation, args.max_lost_flags,
+                         allow_different_models=args.allow_different_models,
+                         allow_different_specs=args.allow_different_specs)
+    print(comparison.table())
+    if args.junit_xml:
+        print(f"junit: {comparison.to_junit(args.junit_xml)}")
+    if args.html:
+        print(f"html: {comparison.to_html(args.html)}")
+    return 0 if comparison.ok else 1
+
+
+def _head_list(text: str) -> tuple[tuple[int, int], ...]:
+    """--heads 3.2,3.7 as (layer, head) pairs; a malformed head is argparse's error naming the flag."""
+    from ..models.head_edits import parse_heads
+
+    try:
+        heads = parse_heads(text)
+    except SettingsError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    if not heads:
+        raise argparse.ArgumentTypeError(f"{text!r} names no head; write LAYER.HEAD[,LAYER.HEAD...] (e.g. 3.2,3.7)")
+    return heads
+
+
+def _check_intervention_flags(args: argparse.Namespace) -> None:
+    """--factor goes with --op scale only, which needs it; --reference is a positive count."""
+    if args.op == "scale" and args.factor is None:
+        raise SettingsError("--op scale needs --factor (e.g. --factor 2)")
+    if args.op != "scale" and args.factor is not None:
+        raise SettingsError(f"--factor applies to --op scale only; leave it out for --op {args.op}")
+    if args.reference < 1:
+        raise SettingsError(f"--reference {args.reference} is not valid; use a number of reference pairs of at least 1")
+
+
+def _intervene(args: argparse.Namespace) -> int:
+    from ..assessing import assess_intervention
+    from ..results.intervention import intervention_folder
+    from ..models.head_edits import check_heads
+    from ..models.loading import load_ranker
+    from ..specs.axiom import load_axiom
+
+    _check_intervention_flags(args)
+    settings = settings_of(args)
+    axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
+    intervention_folder(args.out).check()  # before the model loads
+    with _warnings_printed():
+        ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
+        try:
+            check_heads(ranker, args.heads)
+        except SettingsError as error:
+            raise SettingsError(f"--heads {','.join(f'{l}.{h}' for l, h in args.heads)}: {error}") from error
+        result = assess_intervention(ranker, args.heads, args.op, args.factor, axioms, settings.data, settings.n,
+                                     settings.seed, judged=args.judged, run=args.ranking, reference=args.reference,
+                                     settings=settings, folder=args.out)
+    print(result.table())
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def _figure(args: argparse.Namespace) -> int:
+    from ..plot import write_grid
+
+    for path in write_grid(args.folders, args.out, args.axioms, args.frame):
+        print(f"figure: {path}")
+    return 0
+
+
+def _pairs(args: argparse.Namespace) -> int:
+    from ..core.outputs import OutputFolder
+    from ..models.loading import load_ranker
+    from ..pairs.compile import make_pairs
+    from ..specs.axiom import load_axiom
+
+    axioms = [load_axiom(name, args.axiom_folder) for name in parse_names(args.axioms)]
+    output = OutputFolder(args.out, "pairs", "replace")
+    output.check()  # before the model loads
+    with _warnings_printed():
+        ranker = load_ranker(args.model, kind=args.kind, device=args.device, dtype=args.dtype)
+    with output as out:
+        for axiom in axioms:
+            with _warnings_printed():
+                pairs = make_pairs(axiom, args.data, ranker, n=args.n, seed=args.seed, filler=args.filler)
+            folder = pairs.save(out.at(axiom.name))
+            scored = pairs.score(ranker)
+            dropped = ", ".join(f"{reason} ({count})" for reason, count in pairs.dropped.items()) or "none"
+            print(
+                f"{axiom.name}: {len(pairs)} pairs -> {folder}\n"
+                f"  expect {axiom.expect}; mean score change {scored['delta'].mean():+.4f}, "
+                f"rose in {(scored['delta'] > 0).mean():.0%} of pairs\n"
+                f"  dropped: {dropped}"
+            )
+    return 0
+
+

@@ -1,0 +1,90 @@
+"""Write README.md's measured numbers from the benchmark records, so that the README cannot disagree with them.
+
+The README holds no hand-typed measurement: each block between `<!-- generated: NAME -->` and
+`<!-- end generated -->` is rendered here from benchmarks/results/ (benchmarks/record.py), and
+tests/test_readme.py fails when a block is stale. Blocks:
+
+- main-job: how long `mechir-axioms audit` (the main job) took, from audit-verified.json.
+
+    python scripts/readme_tables.py --check   # exit 1, naming the stale blocks, when README.md is out of date
+    python scripts/readme_tables.py --write   # rewrite the blocks in place
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+REGENERATE = "python scripts/readme_tables.py --write"
+BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
+
+
+def _records() -> dict[str, dict[str, Any]]:
+    """The benchmark records, read by benchmarks/record.py (loaded by path: benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("mechir_benchmark_record", ROOT / "benchmarks" / "record.py")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.read_records()
+
+
+def main_job(records: dict[str, dict[str, Any]]) -> str:
+    """The main job's time, date and machine, from its record (the first row's seconds)."""
+    record = records["audit-verified"]
+    seconds = record["rows"][0]["seconds"]
+    machine = record["machine"]
+    where = f"the {machine}" if machine.startswith("2-core") else machine
+    return (f"On {where} this took {seconds:g} s ({seconds / 60:.1f} minutes) on {record['date']}\n"
+            f"(`{record['command']}`); timings on that shared machine vary from run to run, see\n"
+            "[Performance](docs/guide/performance.md#the-main-job).\n")
+
+
+BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {"main-job": main_job}
+
+
+def render(text: str, records: dict[str, dict[str, Any]] | None = None) -> str:
+    """`text` (the README) with every generated block rendered from the records; an unknown block is an error."""
+    records = _records() if records is None else records
+
+    def block(match: re.Match[str]) -> str:
+        name = match.group(2)
+        if name not in BLOCKS:
+            raise KeyError(f"README.md: unknown generated block {name!r}; known: {', '.join(BLOCKS)}")
+        return match.group(1) + BLOCKS[name](records) + match.group(4)
+
+    return BLOCK.sub(block, text)
+
+
+def stale(text: str, records: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """The names of the blocks whose text differs from what the records give."""
+    rendered = {match.group(2): match.group(0) for match in BLOCK.finditer(render(text, records))}
+    return [match.group(2) for match in BLOCK.finditer(text) if rendered[match.group(2)] != match.group(0)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="exit 1 when a generated block is stale")
+    mode.add_argument("--write", action="store_true", help="rewrite the generated blocks")
+    parser.add_argument("--readme", default=str(README), help="the README to check or write")
+    args = parser.parse_args(argv)
+    path = Path(args.readme)
+    text = path.read_text(encoding="utf-8")
+    if args.write:
+        path.write_text(render(text), encoding="utf-8")
+        return 0
+    names = stale(text)
+    for name in names:
+        print(f"{path}: generated block {name!r} is stale; regenerate it with `{REGENERATE}`", file=sys.stderr)
+    return 1 if names else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
