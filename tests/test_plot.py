@@ -103,7 +103,7 @@ def test_flagged_heads_are_marked_by_kind(tiny_everything, closing):
     tfc1 = heads.index[heads["axiom"] == "TFC1"]
     heads.loc[tfc1[[0, 5]], "flag"] = "encodes"
     heads.loc[tfc1[[3]], "flag"] = "violates"
-    flagged = replace(tiny_everything, heads=heads)
+    flagged = replace(tiny_everything, frames={**tiny_everything.frames, "heads": heads})
     tfc1_panel, tdc_panel = _panels(plot.grid([flagged], ["TFC1", "TDC"]))
     for flag in ("encodes", "violates"):
         rows = heads.loc[tfc1].query("flag == @flag")
@@ -136,7 +136,8 @@ def test_single_panels_draw_heads_cells_and_blocks(tiny_everything, closing):
     heads = tiny_everything.heads.copy()
     heads.loc[heads.index[0], "effect"] = np.nan
     heads.loc[heads.index[1], "flag"] = "violates"
-    alone = plot.heads(replace(tiny_everything, heads=heads), "TFC1")  # a new column-wide figure of its own
+    edited = replace(tiny_everything, frames={**tiny_everything.frames, "heads": heads})
+    alone = plot.heads(edited, "TFC1")  # a new column-wide figure of its own
     assert alone.figure is not figure and len(alone.figure.axes) == 2  # the map and its colour bar
     legend = [text.get_text() for text in alone.figure.legends[0].get_texts()]
     assert legend == ["head flagged encodes", "head flagged violates", "untested"]
@@ -146,7 +147,7 @@ def test_single_panels_draw_heads_cells_and_blocks(tiny_everything, closing):
 def test_missing_axioms_and_frames_are_one_sentence(minilm_heads, tiny_everything, monkeypatch):
     with pytest.raises(SettingsError, match=r"has no axiom LNC1; it audited TFC1, TDC$"):
         plot.heads(minilm_heads, "LNC1")
-    with pytest.raises(SettingsError, match=r"has no cells for TFC1: it ran with --targets heads;"):
+    with pytest.raises(SettingsError, match=r"has no cells for TFC1: it ran with --steps heads;"):
         plot.cells(minilm_heads, "TFC1")
     with pytest.raises(SettingsError, match=r"has no blocks for TDC"):
         plot.blocks(minilm_heads, "TDC")
