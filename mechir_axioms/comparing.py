@@ -6,10 +6,14 @@ import math
 import numbers
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .analysis.stats import Z_95, wilson
+from .analysis.clusters import cluster_index
+from .analysis.findings import agrees, units_of
+from .analysis.paired import difference_interval, effect_change_test
+from .analysis.stats import Z_95, benjamini_hochberg, wilson
 from .core.errors import SettingsError
 from .report.comparison_page import head_map_shape
 from .results.audit import Audit, load_audit
@@ -28,6 +32,68 @@ def newcombe_difference(successes_old: int, total_old: int, successes_new: int, 
     return low, high
 
 
+CHANGED = " †"
+"""The mark of a flag gained or lost whose unit's effect changed significantly (paired test)."""
+
+
+def _same_pairs(name: str, old: Audit, new: Audit) -> pd.DataFrame | None:
+    """One axiom's pairs when both audits scored the same ones (same queries and documents, in the same order):
+    the old pairs with the new delta beside the old; None when they differ (other data, seed or n)."""
+    pairs = [audit.pairs[audit.pairs["axiom"] == name].reset_index(drop=True) for audit in (old, new)]
+    if len(pairs[0]) != len(pairs[1]) or pairs[0].empty:
+        return None
+    for column in ("qid", "docno"):
+        if not (pairs[0][column].astype(str) == pairs[1][column].astype(str)).all():
+            return None
+    return pairs[0].assign(new_delta=pairs[1]["delta"].to_numpy())
+
+
+def _units(pairs: pd.DataFrame, settings: dict) -> np.ndarray:
+    """Each pair's cluster number for the paired statistics: its query, or itself for unit=pair."""
+    return cluster_index(units_of(pairs["qid"].astype(str).to_numpy(), settings.get("unit", "pair")))
+
+
+def _paired_agreement(name: str, expect: str, pairs: pd.DataFrame, settings: dict) -> tuple[float, float]:
+    """The paired interval of the agreement change on the same pairs (cluster bootstrap of per-pair differences)."""
+    tolerance = float(settings["tolerance"])
+    before = agrees(pairs["delta"].to_numpy(dtype=float), expect, tolerance)
+    after = agrees(pairs["new_delta"].to_numpy(dtype=float), expect, tolerance)
+    return difference_interval(before, after, _units(pairs, settings), seed=int(settings.get("seed", 0)))
+
+
+def _changed_units(name: str, step: str, old: Audit, new: Audit, pairs: pd.DataFrame, alpha: float) -> set[str] | None:
+    """The units of one step whose effect changed significantly between the audits, by a paired cluster
+    permutation test on the pairs both measured, BH across the axiom's units; None without per-pair changes."""
+    frames = [audit.pair_changes.get(step) for audit in (old, new)]
+    if any(frame is None or frame.empty for frame in frames):
+        return None
+    wide = []
+    for frame in frames:
+        rows = frame[frame["axiom"] == name]
+        wide.append((rows.pivot(index="pair", columns="name", values="change"),
+                     rows.groupby("pair")["size"].first()))
+    shared_pairs = wide[0][0].index.intersection(wide[1][0].index)
+    units = wide[0][0].columns.intersection(wide[1][0].columns)
+    if len(shared_pairs) < 2 or not len(units):
+        return set()
+    (old_change, old_size), (new_change, new_size) = [(change.loc[shared_pairs, units].to_numpy(dtype=float),
+                                                       size.loc[shared_pairs].to_numpy(dtype=float))
+                                                      for change, size in wide]
+    qids = pairs.set_index("pair").loc[shared_pairs]
+    clusters = _units(qids.reset_index(), old.manifest["settings"])
+    _, p = effect_change_test(old_change, old_size, new_change, new_size, clusters,
+                              seed=int(old.manifest["settings"].get("seed", 0)))
+    q = benjamini_hochberg(p)
+    return {str(unit) for unit, value in zip(units, q) if value <= alpha}
+
+
+def _marked(entries: list[str], changed: set[str] | None) -> list[str]:
+    """Flag entries ("4.6 (encodes)") with CHANGED appended where the unit's effect changed significantly."""
+    if not changed:
+        return entries
+    return [entry + CHANGED if entry.split(" (")[0] in changed else entry for entry in entries]
+
+
 def _flags(rows: pd.DataFrame) -> dict[str, str]:
     return {row.name: row.flag for row in rows.itertuples() if row.flag}
 
@@ -39,8 +105,10 @@ def _gained_lost(old: pd.DataFrame, new: pd.DataFrame) -> tuple[list[str], list[
             [f"{name} ({flag})" for name, flag in flags_old.items() if flags_new.get(name) != flag])
 
 
-def _other_steps(name: str, old: Audit, new: Audit) -> dict[str, tuple[list[str], list[str]]]:
-    """Flags gained and lost per flagged step other than heads that both audits ran, for one axiom."""
+def _other_steps(name: str, old: Audit, new: Audit,
+                 pairs: pd.DataFrame | None = None) -> dict[str, tuple[list[str], list[str]]]:
+    """Flags gained and lost per flagged step other than heads that both audits ran, for one axiom, marked where
+    the unit's effect changed significantly (when both audits kept their per-pair changes of the same pairs)."""
     changes = {}
     for step in flagged_steps(set(old.frames) & set(new.frames)):
         frames = [audit.frames[step.name] for audit in (old, new)]
@@ -48,7 +116,9 @@ def _other_steps(name: str, old: Audit, new: Audit) -> dict[str, tuple[list[str]
             continue
         gained, lost = _gained_lost(*(frame[frame["axiom"] == name] for frame in frames))
         if gained or lost:
-            changes[step.name] = (gained, lost)
+            changed = None if pairs is None else _changed_units(name, step.name, old, new, pairs,
+                                                                 float(old.manifest["settings"]["alpha"]))
+            changes[step.name] = (_marked(gained, changed), _marked(lost, changed))
     return changes
 
 
@@ -61,8 +131,14 @@ def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: 
         return AxiomComparison(name, float(before["agreement"]), math.nan, math.nan, math.nan, math.nan, [], [],
                                [f"{name} is missing from the new audit"])
     after = new.axioms.set_index("axiom").loc[name]
-    count = lambda row: (round(row["agreement"] * row["n_pairs"]), int(row["n_pairs"]))  # noqa: E731
-    low, high = newcombe_difference(*count(before), *count(after))
+    settings = old.manifest["settings"]
+    pairs = _same_pairs(name, old, new)
+    if pairs is not None:
+        low, high = _paired_agreement(name, str(before["expect"]), pairs, settings)
+    else:
+        count = lambda row: (round(row["agreement"] * row["n_pairs"]), int(row["n_pairs"]))  # noqa: E731
+        low, high = newcombe_difference(*count(before), *count(after))
+    changed = None if pairs is None else _changed_units(name, "heads", old, new, pairs, float(settings["alpha"]))
     heads_old = old.heads[old.heads["axiom"] == name].set_index("name")
     heads_new = new.heads[new.heads["axiom"] == name].set_index("name")
     shared = heads_old.index.intersection(heads_new.index)
@@ -70,9 +146,11 @@ def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: 
     pair = pd.DataFrame({"old": heads_old.loc[shared, "effect"], "new": heads_new.loc[shared, "effect"]}).dropna()
     rho = float(stats.spearmanr(pair["old"], pair["new"]).statistic) if len(pair) > 2 and not unmatched else math.nan
     gained, lost = _gained_lost(heads_old.reset_index(), heads_new.reset_index())
+    gained, lost = _marked(gained, changed), _marked(lost, changed)
     comparison = AxiomComparison(name, float(before["agreement"]), float(after["agreement"]), low, high,
                                  rho, [] if unmatched else gained, [] if unmatched else lost,
-                                 changes={} if unmatched else _other_steps(name, old, new))
+                                 changes={} if unmatched else _other_steps(name, old, new, pairs),
+                                 paired=pairs is not None, heads_tested=changed is not None)
     drop = comparison.agreement_old - comparison.agreement_new
     if drop > max_drop + 1e-12:
         comparison.failures.append(f"{name}: agreement dropped by {drop:.1%}, more than the allowed {max_drop:.1%}")
@@ -87,8 +165,11 @@ def _compare_axiom(name: str, old: Audit, new: Audit, max_drop: float, min_rho: 
         comparison.failures.append(f"{name}: the audits cover different heads ({_head_difference(heads_old, heads_new)})")
     elif not (rho >= min_rho):  # a NaN correlation (flat maps) fails too
         comparison.failures.append(f"{name}: head-map Spearman rho {rho:.3f} is below the required {min_rho}")
-    if len(lost) > max_lost:
-        comparison.failures.append(f"{name}: {len(lost)} head(s) lost their flag, more than the allowed {max_lost}")
+    counted = [entry for entry in lost if entry.endswith(CHANGED)] if changed is not None else lost
+    if len(counted) > max_lost:
+        changed_words = " whose effect changed significantly" if changed is not None else ""
+        comparison.failures.append(f"{name}: {len(counted)} head(s){changed_words} lost their flag, more than the "
+                                   f"allowed {max_lost}")
     return comparison
 
 
@@ -118,7 +199,7 @@ def _check_thresholds(max_agreement_drop: float, min_head_map_correlation: float
 def _settings_differ(old: Audit, new: Audit) -> list[str]:
     """Settings that make two audits incomparable (the model may differ: that is the point)."""
     before, after = old.manifest["settings"], new.manifest["settings"]
-    keys = ("data", "n", "seed", "method", "threshold", "alpha", "tolerance")
+    keys = ("data", "n", "seed", "method", "threshold", "alpha", "tolerance", "unit", "stability", "selection")
     return [f"{key} {before.get(key)!r} vs {after.get(key)!r}" for key in keys if before.get(key) != after.get(key)]
 
 

@@ -56,8 +56,10 @@ class AxiomResult:
 
     def _agreement(self) -> str:
         row = self.row
-        return (f"agreement {row['agreement']:.1%} [95% Wilson CI {row['agreement_low']:.1%}, "
-                f"{row['agreement_high']:.1%}] over {row['n_pairs']} pairs")
+        queries = row.get("queries")
+        behind = f" from {int(queries)} queries" if queries is not None and queries == queries else ""
+        return (f"agreement {row['agreement']:.1%} [95% CI {row['agreement_low']:.1%}, "
+                f"{row['agreement_high']:.1%}] over {row['n_pairs']} pairs{behind}")
 
     def _rule(self) -> str:
         settings = self.audit.manifest["settings"]
@@ -77,7 +79,7 @@ class AxiomResult:
             self._fail(f"expected agreement of at least {at_least:.1%}, measured {self._agreement()}")
 
     def assert_satisfied(self) -> None:
-        """The verdict is `satisfied`: the agreement's Wilson interval lies above 50%."""
+        """The verdict is `satisfied`: the agreement's 95% interval lies above 50%."""
         __tracebackhide__ = True
         row = self.row
         if row["verdict"] != "satisfied" and row["expect"] == "no_change":
@@ -89,9 +91,9 @@ class AxiomResult:
             )
         if row["verdict"] != "satisfied":
             self._fail(
-                f"expected the verdict 'satisfied' (expect {row['expect']}; Wilson interval above 50%), "
+                f"expected the verdict 'satisfied' (expect {row['expect']}; agreement's 95% interval above 50%), "
                 f"measured '{row['verdict']}': {self._agreement()}, mean score change {row['mean_delta']:+.3g} "
-                f"[95% bootstrap CI {row['mean_low']:+.3g}, {row['mean_high']:+.3g}], Wilcoxon p = {row['wilcoxon_p']:.2g}"
+                f"[95% CI {row['mean_low']:+.3g}, {row['mean_high']:+.3g}], Wilcoxon p = {row['wilcoxon_p']:.2g}"
             )
 
     def assert_heads_flagged(self, heads: Sequence[str], flag: str = "encodes") -> None:

@@ -181,3 +181,10 @@ def short_frame(trec_rows):
 
     frame = pd.DataFrame(trec_rows)
     return frame[frame["text"].str.split().str.len().between(5, 14) & (frame["text"].str.len() < 100)]
+
+
+def pytest_collection_modifyitems(items):
+    """A test that starts a Ray cluster is slow by nature: the fast tier (`-m "not slow"`) leaves it out."""
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.slow)

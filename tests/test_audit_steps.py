@@ -27,15 +27,14 @@ def toy_step():
                 grid=("layer", "part"), reads=("batch_size",), counts="mlp_",
                 fields=("axiom", "layer", "part", "effect", "flag"))
     def mlp(context: AuditContext, records: list[AxiomRecord], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-        changes, qids, labels = {}, {}, []
+        changes, labels = {}, []
         for record in records:
             with context.timed(record, "mlp"):
                 changes[record.name], run, _ = context.both_directions(record, "mlp", context.job("mlp", "exact"))
-            qids[record.name] = record.qids
             labels = [{**label, "part": "mlp"} for label in unit_labels(run, ("layer",))]
         for label in labels:
             label["name"] = f"mlp.{label['layer']}"
-        return context.findings(changes, labels, qids)
+        return context.findings("mlp", records, changes, labels)
 
     yield STEPS["mlp"]
     unregister_step("mlp")

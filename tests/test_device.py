@@ -15,7 +15,7 @@ from mechir_axioms.models.rankers import Ranker
 from mechir_axioms.patching.naive import patch_naive
 from virtual_device import DeviceMismatch, VirtualDevice
 
-KINDS = [("bert", "bi"), ("bert", "cross"), ("t5", "t5")]
+KINDS = [("bert", "bi"), ("bert", "cross"), pytest.param("t5", "t5", marks=pytest.mark.slow)]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
     ["mps"] if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else [])
 

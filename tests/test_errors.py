@@ -28,6 +28,7 @@ def test_folder_without_a_model(tmp_path):
         load_ranker(tmp_path)
 
 
+@pytest.mark.slow  # the hub client's own retries take about 20 s here
 def test_unknown_hub_id_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="cannot load model 'no-such-org/no-such-model': it is not a model folder here"):

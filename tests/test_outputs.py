@@ -176,6 +176,7 @@ def test_unwritable_paths_name_the_path_given_and_leave_no_temporary_file(tmp_pa
 
 
 # --- each command ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_plugin_rerun_keeps_files_the_user_added(pytester, bi):
     """A user's notes and figures added to the plugin's report folder are never deleted by the next run."""
     _, model = bi
@@ -289,7 +290,9 @@ def test_audit_into_another_commands_folder_is_refused(bi, saved, tmp_path):
 def test_an_audit_saved_before_ledgers_existed_is_still_resumed_and_rerendered(saved, tmp_path, capsys):
     folder = tmp_path / "old"
     shutil.copytree(saved, folder)
-    (folder / LEDGER).unlink()  # as an earlier version left it
+    (folder / LEDGER).unlink()  # as an earlier version left it: no ledger, no per-pair changes
+    for changes in folder.glob("*.changes.parquet"):
+        changes.unlink()
     assert _cli(capsys, "report", folder)[0] == 0
     (folder / "notes.txt").write_text("mine")
     code, err = _cli(capsys, "report", folder)
@@ -415,7 +418,9 @@ def test_parts_of_a_run_that_fails_afterwards_are_removed_with_it(tmp_path):
 def test_a_figure_in_an_old_audit_folder_keeps_it_an_audit(saved, tmp_path, capsys):
     folder = tmp_path / "old"
     shutil.copytree(saved, folder)
-    (folder / LEDGER).unlink()
+    (folder / LEDGER).unlink()  # as an earlier version left it: no ledger, no per-pair changes
+    for changes in folder.glob("*.changes.parquet"):
+        changes.unlink()
     assert _cli(capsys, "figure", folder, "--out", folder / "heads.svg")[0] == 0
     assert foreign_files(folder) == [] and _cli(capsys, "report", folder)[0] == 0
 

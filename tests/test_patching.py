@@ -107,6 +107,7 @@ def test_head_change_is_antisymmetric_under_swapping_inputs(minilm, short_frame)
     assert np.allclose(backward[kept].sum(0) / swapped_size[kept].sum(), -effect, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_exact_matches_naive_in_float32_unbatched(minilm, short_frame):
     """In float32, with one pair per batch, the layer replay alone is compared (batching reorders sums)."""
     pairs = make_pairs("TFC1", short_frame, minilm, n=3, seed=2)

@@ -216,7 +216,7 @@ def test_paths_survive_save_and_load_and_old_audits_still_load(path_audit, tmp_p
     (old / "paths.parquet").unlink()  # an audit saved before paths existed: no paths file, targets in its settings
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["settings"].pop("steps")
-    manifest["settings"]["targets"] = ["heads", "blocks"]
+    manifest["settings"]["targets"] = ["heads"]  # this audit ran heads (and paths), no blocks
     (old / "manifest.json").write_text(json.dumps(manifest))
     assert load_audit(old).paths.empty
 

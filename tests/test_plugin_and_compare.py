@@ -10,9 +10,11 @@ import sys
 import xml.etree.ElementTree as ElementTree
 
 import pytest
+import pandas as pd
 
 from mechir_axioms import audit, compare, load_audit
 from mechir_axioms.cli import main
+from mechir_axioms.analysis.stats import wilson
 from mechir_axioms.comparing import newcombe_difference
 from mechir_axioms.core.outputs import LEDGER
 from processes import kill_once_written
@@ -46,21 +48,27 @@ def test_plugin_fixtures_marker_messages_and_summary(pytester, tiny, tmp_path):
                                            "--mechir-n", "12", "--mechir-report", str(reports))
     result.assert_outcomes(passed=2, failed=3)
     output = result.stdout.str()
-    # a random tiny model moves its scores by ~1e-5, below the 1e-3 tolerance: no pair agrees, no head is tested
+    # a random tiny model moves its scores by ~1e-5, below the 1e-3 tolerance: no pair agrees, no head is tested;
+    # no pair agreeing, agreement's interval is Wilson's on the number of queries (the clusters)
+    saved = pd.read_parquet(reports / "TFC1+LNC1" / "axioms.parquet").set_index("axiom")
+    tfc1, lnc1 = saved.loc["TFC1"], saved.loc["LNC1"]
+    queries = int(tfc1["queries"])
+    assert (tfc1["agreement_low"], tfc1["agreement_high"]) == pytest.approx(wilson(0, queries))
+    high, lnc1_low = f"{tfc1['agreement_high']:.1%}", f"{lnc1['agreement_low']:.1%}"
     expected = [  # in this order; plain substrings, since fnmatch would read the CI brackets as patterns
         "TFC1 (One more occurrence of a query term raises the score): expected agreement of at least 99.0%, "
-        "measured agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs",
+        f"measured agreement 0.0% [95% CI 0.0%, {high}] over 12 pairs from {queries} queries",
         f"report: {reports}/TFC1+LNC1/report.html",
         "expected heads 0.1 to be flagged 'encodes'; not flagged: 0.1 untested (no pair changed its score by "
         "more than the tolerance). Heads flagged 'encodes': none. A flag needs an effect beyond +/-0.05 at "
         "q <= 0.05 (heads: verified method: AtP* screened every head, flags rest on exact patching)",
-        "expected the verdict 'satisfied' (expect increase; Wilson interval above 50%), measured 'violated': "
-        "agreement 0.0% [95% Wilson CI 0.0%, 24.2%] over 12 pairs, mean score change",
+        "expected the verdict 'satisfied' (expect increase; agreement's 95% interval above 50%), measured 'violated': "
+        f"agreement 0.0% [95% CI 0.0%, {high}] over 12 pairs from {queries} queries, mean score change",
         " mechir-axioms ",
-        "TFC1: violated, agreement 0.0% [0.0%, 24.2%], heads encoding 0, violating 0; verified exactly: none",
-        "block cells encoding 0, violating 0; report ",
-        "LNC1: satisfied, agreement 100.0% [75.8%, 100.0%], heads encoding 0, violating 0; verified exactly: none",
-        "block cells encoding 0, violating 0; report ",
+        f"TFC1: violated, agreement 0.0% [0.0%, {high}], heads encoding 0, violating 0; verified exactly: none",
+        "block cells encoding 0, violating 0; too few queries (0) for any flag", "; report ",
+        f"LNC1: satisfied, agreement 100.0% [{lnc1_low}, 100.0%], heads encoding 0, violating 0; verified exactly: none",
+        "block cells encoding 0, violating 0; too few queries (0) for any flag", "; report ",
     ]
     position = 0
     for text in expected:

@@ -19,6 +19,7 @@ from mechir_axioms.patching.plan import Variant
 from mechir_axioms.patching.runs import CleanRuns
 
 
+@pytest.mark.slow
 def test_directions_share_runs_and_interventions_do_not(minilm, short_frame):
     pairs = make_pairs("TFC1", short_frame, minilm, n=6, seed=3)
     alone = {direction: patch(minilm, pairs, "heads", batch_size=4, direction=direction, progress=False)

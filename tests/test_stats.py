@@ -5,9 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mechir_axioms.analysis.stats import (
-    benjamini_hochberg, bootstrap_ci, bootstrap_ratio_ci, sign_flip_p, signed_rank_p, threshold_test, wilson,
-)
+from mechir_axioms.analysis.clusters import ratio_interval, threshold_test
+from mechir_axioms.analysis.stats import benjamini_hochberg, bootstrap_ci, sign_flip_p, signed_rank_p, wilson
 
 
 def test_wilson_matches_the_textbook_interval():
@@ -54,11 +53,11 @@ def test_threshold_test_separates_effects_from_noise():
     change = np.stack([0.4 * size + rng.normal(0, 0.1, 100),  # carries 40% of the change
                        -0.4 * size + rng.normal(0, 0.1, 100),  # pushes 40% against it
                        0.02 * size + rng.normal(0, 0.1, 100)], axis=1)  # real but below the threshold
-    p, sides = threshold_test(change, size, 0.05, resamples=20_000)
+    p, sides = threshold_test(change, size, np.arange(100), 0.05, resamples=20_000)
     assert list(sides[:2]) == [1, -1] and p[0] < 1e-3 and p[1] < 1e-3
     assert p[2] > 0.05
     assert signed_rank_p(np.zeros(5)) != signed_rank_p(np.zeros(5))  # all ties: nan, not a p-value
-    low, high = bootstrap_ratio_ci(change, size)
+    low, high = ratio_interval(change, size, np.arange(100))
     estimate = change.sum(axis=0) / size.sum()
     assert np.all(low < estimate) and np.all(estimate < high)
 

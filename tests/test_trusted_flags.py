@@ -1,5 +1,5 @@
 """Flags you can trust: verified heads equal exact heads, NULL reads satisfied by an equivalence test (and a
-biased control does not), replication is on by default, and a design sweep reports which flags survive.
+biased control does not), stability selection is on by default, and a design sweep reports which flags survive.
 
 All on real TREC DL pairs with the packaged MiniLM (and the real cross-encoder for NULL).
 """
@@ -59,19 +59,21 @@ def test_verified_heads_flag_what_exact_heads_flag(minilm, tmp_path):
     options = dict(n=24, targets=["heads"], threshold=0.03, progress=False)
     exact = audit(minilm, ["TFC1"], **options, method="exact")
     verified = audit(minilm, ["TFC1"], **options, method="verified", folder=tmp_path / "verified")
-    flagged = lambda result: set(result.heads.loc[result.heads["flag"] != "", "name"])  # noqa: E731
+    # 24 pairs are too few for stability selection: compare what the test on all queries flags
+    flagged = lambda result: set(result.heads.loc[result.heads["test"] != "", "name"])  # noqa: E731
     assert flagged(exact), "the comparison needs some exact flag"
     assert flagged(verified) == flagged(exact)
     heads = verified.heads
     assert set(heads["measured"]) == {"exact", "screened"}
-    assert (heads.loc[heads["flag"] != "", "measured"] == "exact").all()
+    assert (heads.loc[heads["test"] != "", "measured"] == "exact").all()
     facts = verified.manifest["axioms"]["TFC1"]["verification"]
     assert len(facts["verified"]) == (heads["measured"] == "exact").sum() <= Settings.verify
     assert facts["missed_flag_bound"] >= facts["largest_unverified_screen"]
     on_exact = exact.heads.set_index("name")["effect"]
     for row in heads[heads["measured"] == "exact"].itertuples():  # verified effects are the exact ones
         assert row.effect == pytest.approx(on_exact[row.name], abs=1e-4)  # float32: batching reorders sums
-    assert heads.loc[heads["flag"] != "", "replication"].notna().all(), "replication is on by default"
+    assert heads["selection"].notna().all(), "stability selection is on by default"
+    assert set(heads.loc[heads["flag"] != "", "name"]) <= flagged(verified)
     saved = load_audit(tmp_path / "verified")
     assert "measured" in saved.heads and "AtP* screened all" in (tmp_path / "verified" / "report.html").read_text()
 

@@ -11,6 +11,9 @@ import numpy as np
 from scipy import stats
 
 Z_95 = 1.959963984540054
+ENUMERATE_SIGNS = True
+"""Enumerate every sign pattern when there are no more than the resamples (an exact p); False samples them, as
+releases before issue 27 did, which the reference test sets to reproduce their stored p-values."""
 
 
 def wilson(successes: int, total: int, z: float = Z_95) -> tuple[float, float]:
@@ -58,51 +61,22 @@ def signed_rank_p(values: np.ndarray, alternative: str = "two-sided", centre: fl
 def sign_flip_p(values: np.ndarray, resamples: int = 100_000, seed: int = 0) -> np.ndarray:
     """One-sided sign-flip permutation p-value that each column of values [n, k] has a mean above 0.
 
-    Valid when, under the null, each value is as likely negative as positive (symmetric about 0).
+    Valid when, under the null, each value is as likely negative as positive (symmetric about 0). With 2^n <=
+    resamples every sign pattern is enumerated and p is exact (at least 1 / 2^n); otherwise
     p = (1 + #{flipped means >= observed}) / (1 + resamples), so it is never 0.
     """
     values = np.asarray(values, dtype=float)
     observed = values.mean(axis=0)
+    if ENUMERATE_SIGNS and len(values) < 63 and 2 ** len(values) <= resamples:
+        patterns = np.arange(2 ** len(values))[:, None] >> np.arange(len(values)) & 1
+        signs = patterns * 2.0 - 1.0  # every pattern once, the observed one (all +1) among them
+        return (signs @ values / len(values) >= observed - 1e-12).sum(axis=0) / len(signs)
     rng = np.random.default_rng(seed)
     count = np.zeros(values.shape[1])
     for start in range(0, resamples, 1000):
         signs = rng.integers(0, 2, size=(min(1000, resamples - start), len(values))) * 2.0 - 1.0
         count += (signs @ values / len(values) >= observed - 1e-12).sum(axis=0)
     return (1 + count) / (1 + resamples)
-
-
-def threshold_test(
-    change: np.ndarray, size: np.ndarray, threshold: float, resamples: int = 100_000, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Is sum(change)/sum(size) beyond +threshold or -threshold? change [n, k], size [n] (all > 0).
-
-    Tests the per-pair differences change - threshold * size (or -change - threshold * size) with sign flips,
-    on the side the estimate falls; the one-sided p-value is doubled (capped at 1) because the side was chosen
-    from the data. Returns (p-values [k], sides [k] of +1/-1).
-    """
-    change = np.asarray(change, dtype=float)
-    if len(change) == 0:
-        return np.full(change.shape[1], np.nan), np.zeros(change.shape[1], dtype=int)
-    margin = threshold * np.asarray(size, dtype=float)[:, None]
-    sides = np.where(change.sum(axis=0) >= 0, 1, -1)
-    above = sign_flip_p(change - margin, resamples, seed)
-    below = sign_flip_p(-change - margin, resamples, seed)
-    return np.minimum(1.0, 2 * np.where(sides > 0, above, below)), sides
-
-
-def bootstrap_ratio_ci(
-    change: np.ndarray, size: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of sum(change)/sum(size) per column, resampling rows (pairs)."""
-    change, size = np.asarray(change, dtype=float), np.asarray(size, dtype=float)
-    if len(change) == 0:
-        nan = np.full(change.shape[1], np.nan)
-        return nan, nan
-    draws = np.random.default_rng(seed).integers(0, len(change), size=(resamples, len(change)))
-    replicates = np.stack([change[draw].sum(axis=0) / size[draw].sum() for draw in draws])
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(replicates, [tail, 100 - tail], axis=0)
-    return low, high
 
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:

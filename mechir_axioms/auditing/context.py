@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis.findings import Changes, effects_frame, replication
+from ..analysis.clusters import smallest_p
+from ..analysis.findings import SIGN_FLIPS, Changes, effects_frame, pair_changes, select, units_of
 from ..executing.base import Executor
 from ..executing.jobs import Job
 from ..models.rankers import Ranker
@@ -43,7 +44,7 @@ class AxiomRecord:
 
     @property
     def qids(self) -> np.ndarray:
-        """Each pair's query id, the unit of the replication splits."""
+        """Each pair's query id: the unit of inference and of the stability splits."""
         return self.pairs.frame["qid"].astype(str).to_numpy()
 
 
@@ -58,6 +59,8 @@ class AuditContext:
     executor: Executor
     clean_runs: CleanRuns | None
     progress: bool
+    pair_changes: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """Per flagged step, each pair's change per unit (see analysis.findings.pair_changes), for paired comparisons."""
 
     @contextmanager
     def timed(self, record: AxiomRecord, step: str) -> Iterator[None]:
@@ -79,12 +82,31 @@ class AuditContext:
         return both_directions(record.pairs if pairs is None else pairs, record.name, record.spec.expect, name, job,
                                self.work, self.executor, self.progress)
 
-    def findings(self, changes: dict[str, Changes], labels: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
-                 qids: dict[str, np.ndarray]) -> pd.DataFrame:
-        """The statistics frame of one step's units over every axiom, with replication rates when asked for."""
+    def findings(self, step: str, records: list[AxiomRecord], changes: dict[str, Changes],
+                 labels: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
+                 rows: dict[str, list[int]] | None = None) -> pd.DataFrame:
+        """The statistics frame of one step's units over every axiom (`rows[axiom]`: the pairs measured, default
+        all), with stability-selected flags; keeps each pair's changes for paired comparisons, and records per
+        axiom the queries behind it, the smallest p-value they allow and the bound on false flags."""
         settings = self.settings
-        frame = effects_frame(changes, labels, settings.threshold, settings.alpha, settings.seed)
-        replication(frame, changes, qids, settings.stability, settings.alpha, settings.threshold, settings.seed)
+        measured = {record.name: list(range(len(record.pairs))) if rows is None else rows[record.name]
+                    for record in records if record.name in changes}
+        queries = {record.name: record.qids[measured[record.name]] for record in records if record.name in changes}
+        frame = effects_frame(changes, labels, queries, settings.threshold, settings.alpha, settings.seed, settings.unit)
+        bounds = select(frame, changes, queries, settings.stability, settings.selection, settings.alpha,
+                        settings.threshold, settings.seed, settings.unit)
+        for record in records:
+            if record.name not in changes:
+                continue
+            size = changes[record.name][1]
+            units = units_of(queries[record.name], settings.unit)[~np.isnan(size)]
+            inference = {"unit": settings.unit, "queries": int(len(np.unique(queries[record.name][~np.isnan(size)]))),
+                         "smallest_p": smallest_p(len(np.unique(units)), SIGN_FLIPS)}
+            if record.name in bounds:
+                inference["selection"] = bounds[record.name]
+                inference["smallest_p_half"] = smallest_p(len(np.unique(units)) // 2, SIGN_FLIPS // 5)
+            record.provenance.setdefault("inference", {})[step] = inference
+        self.pair_changes[step] = pair_changes(changes, labels, measured, queries)
         return frame
 
     def sample_rows(self, count: int, limit: int) -> list[int]:

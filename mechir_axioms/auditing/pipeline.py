@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .. import report  # noqa: F401  (registers the report's pages, which Audit.save writes)
-from ..analysis.findings import behaviour, equivalence_margin
+from ..analysis.findings import behaviour, equivalence_margin, units_of
 from ..core.outputs import OutputFolder
 from ..executing.base import Executor
 from ..executing.registry import running
@@ -125,8 +125,10 @@ def _record(context: AuditContext, spec: Axiom, data: DataSource, source: str) -
     scored = work.scores(spec.name, lambda: pairs.score(ranker))
     seconds["scores"] = round(time.perf_counter() - started, 1)
     scores = np.concatenate([scored["baseline_score"].to_numpy(), scored["perturbed_score"].to_numpy()])
+    queries = pairs.frame["qid"].astype(str).to_numpy()
     row = behaviour(spec, scored["delta"].to_numpy(), settings.tolerance, settings.seed,
-                    equivalence_margin(scores, settings.equivalence))
+                    equivalence_margin(scores, settings.equivalence), units_of(queries, settings.unit))
+    row["queries"] = len(set(queries))
     examples = example_rows(scored, pairs.tensors["length"], spec, settings.examples, settings.tolerance)
     return AxiomRecord(spec, pairs, scored, examples, {**pairs.provenance, "data": source}, seconds), row
 
@@ -171,7 +173,8 @@ def _run(context: AuditContext, specs: list[Axiom], data: DataSource, source: st
     }
     return Audit(axioms_frame, pd.concat([record.scored.assign(axiom=record.name, pair=np.arange(len(record.scored)))
                                           for record in records], ignore_index=True),
-                 frames, _attention(context, records, frames.get("heads", pd.DataFrame())), manifest)
+                 frames, _attention(context, records, frames.get("heads", pd.DataFrame())), manifest,
+                 pair_changes=dict(context.pair_changes))
 
 
 def _attention(context: AuditContext, records: list[AxiomRecord], heads: pd.DataFrame) -> dict[str, Any]:

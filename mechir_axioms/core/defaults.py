@@ -14,10 +14,6 @@ DEFAULT_AXIOMS = ("TFC1", "TDC", "LNC1", "STMC1", "NULL")
 """What an audit covers unless told otherwise: four behaviours and the NULL calibration control."""
 SAMPLE_NAME = "bundled TREC DL 2019/2020 sample"
 """The name of the bundled data used when no data is given."""
-AUDIT_METHODS = ("exact", "attribution", "atp*", "verified")
-"""How an audit measures heads: a patching method on every head, or "verified" (AtP* screens every head, and
-every head that could reach a flag is measured exactly). The names of patching.methods.METHODS, which is the
-registry; kept here only until auditing.settings reads the registry (derive nothing new from it)."""
 DEFAULT_TOLERANCE = 1e-3
 """Pairs whose two scores differ by less than this are not patched: the metric's denominator is noise there."""
 DEFAULT_BATCH_SIZE = 8

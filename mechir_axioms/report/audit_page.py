@@ -24,6 +24,7 @@ from ..results.pages import page
 from ..results.steps import STEPS, Step, steps_of
 from ..specs.axiom import Axiom, parse_axiom
 from .circuit import circuit
+from .inference import axiom_lines, fragile, rule_text, selected
 
 OWN_VIEWS = ("heads", "cells", "blocks", "paths")
 """The steps the report shows in views of their own; every other step gets the generic view."""
@@ -51,6 +52,7 @@ def _environment() -> Environment:
         undefined=StrictUndefined,
     )
     environment.filters["pvalue"] = _pvalue
+    environment.filters["selected"] = selected
     return environment
 
 
@@ -211,7 +213,7 @@ def _generic_view(step: Step, rows: pd.DataFrame, scale: float) -> dict[str, Any
     flagged = _flagged(rows) if step.flags and len(rows) else rows.iloc[0:0]
     return {"step": step.name, "title": step.title, "unit": step.unit, "columns": list(step.columns), "grid": grid,
             "flags": step.flags, "rows": len(rows), "flagged": flagged.head(FLAGGED_SHOWN).to_dict("records"),
-            "more_flagged": max(0, len(flagged) - FLAGGED_SHOWN)}
+            "more_flagged": max(0, len(flagged) - FLAGGED_SHOWN), "fragile": fragile(rows) if step.flags else []}
 
 
 def _other_views(audit: Audit, axiom: str) -> list[dict[str, Any]]:
@@ -262,6 +264,11 @@ def render(audit: Audit) -> str:
             "flagged_cells": [{**cell, "region": region_names(target)[cell["region"]]}
                               for cell in flagged_cells.head(FLAGGED_SHOWN).to_dict("records")],
             "more_flagged_cells": max(0, len(flagged_cells) - FLAGGED_SHOWN),
+            "fragile": fragile(heads), "fragile_cells": [{**cell, "name": f"{cell['component']} {cell['layer']} "
+                                                          f"{region_names(target)[cell['region']]}"}
+                                                         for cell in fragile(cells)],
+            "inference": axiom_lines(audit.manifest["axioms"][row.axiom], settings,
+                                     {name: step.title for name, step in STEPS.items()}),
             "blocks": _blocks(audit, row.axiom, plot_data),
             "attention": _attention(audit, row.axiom, plot_data),
             "verification": _verification(audit.manifest["axioms"][row.axiom].get("verification"), len(heads)),
@@ -284,7 +291,7 @@ def render(audit: Audit) -> str:
         axioms=audit.axioms.to_dict("records"), sections=sections, settings=settings, steps=list(steps_of(settings)),
         counted=counted_steps(audit), model=model, model_title=kind_title(model.get("kind")),
         manifest=audit.manifest, provenance=provenance, scale=scale, cell_scale=cell_scale,
-        n_tests=int(audit.heads["p_value"].notna().sum()), n_cell_tests=int(audit.cells["p_value"].notna().sum()),
+        inference=Markup(rule_text(settings)), n_tests=int(audit.heads["p_value"].notna().sum()), n_cell_tests=int(audit.cells["p_value"].notna().sum()),
         css=Markup((package / "report.css").read_text()), js=Markup((package / "report.js").read_text()),
         plot_data=Markup(data),
     )

@@ -25,10 +25,10 @@ def _colour(effect: float) -> str:
 
 
 def _hover(row: Any, what: str) -> str:
-    replication = getattr(row, "replication", math.nan)
+    selection = getattr(row, "selection", getattr(row, "replication", math.nan))
     return (f"{what}: effect {row.effect:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], q = {row.q_value:.3g}"
             + (f", {row.flag}" if row.flag else ", not flagged")
-            + ("" if replication != replication else f", replication {replication:.0%}"))
+            + ("" if selection != selection else f", selected in {selection:.0%} of half samples"))
 
 
 def circuit(heads: pd.DataFrame, paths: pd.DataFrame, n_layers: int) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..results.audit import Audit
-from ..results.comparison import Comparison
+from ..results.comparison import Comparison, legend
 from ..results.pages import page
 from ..results.steps import STEPS
 from ..results.text import percent
@@ -106,5 +106,5 @@ def render_comparison(comparison: Comparison) -> str:
     return _environment().get_template("comparison.html.j2").render(
         comparison=comparison, sections=sections, models=(old.manifest["model"], new.manifest["model"]),
         settings=old.manifest["settings"], scale=scale, difference_scale=difference_scale,
-        marks=DIFFERENCE_MARKS, css=_asset("report.css"), units={name: step.unit.capitalize() for name, step in STEPS.items()},
+        marks=DIFFERENCE_MARKS, legend=[line for line in legend(comparison.axioms) if line], css=_asset("report.css"), units={name: step.unit.capitalize() for name, step in STEPS.items()},
     )

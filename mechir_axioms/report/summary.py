@@ -68,7 +68,7 @@ def audit_summary(audit: Audit) -> str:
 
 @page(Comparison, "summary")
 def comparison_summary(comparison: Comparison) -> str:
-    """Per axiom the agreement change with its Newcombe interval, head-map rho and flags gained and lost; the verdict."""
+    """Per axiom the agreement change with its interval (paired or Newcombe), head-map rho and flags gained and lost; the verdict."""
     header = ["axiom", "agreement old \u2192 new", "change [95% CI]", "head-map rho", "flags gained", "flags lost", "status"]
     rows = [[row.axiom, f"{percent(row.agreement_old)} \u2192 {percent(row.agreement_new)}",
              _interval(row.change, row.difference_low, row.difference_high, signed=True) + (" *" if row.significant else ""),

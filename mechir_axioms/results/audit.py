@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from ..analysis.findings import strongest_first
 from ..core.errors import DataError, SettingsError
 from ..core.outputs import OutputFolder, Writer, writing_to
 from .pages import SavedWithPage, render_page
-from .steps import STEPS, in_order, steps_of
+from .steps import STEPS, in_order, steps_of, with_built_in_steps
 from .suggestions import Suggestion, suggest_interventions
 
 CORE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -26,6 +26,8 @@ CORE_FIELDS: dict[str, tuple[str, ...]] = {
 """What report, compare and figure read from the files every audit has (columns or keys); each step's frame
 declares its own (Step.fields). A file lacking one is refused on loading. Columns the readers look for first (a
 TOST margin, a head's replication or measured method) are left out, so audits saved before them still load."""
+CHANGES = ".changes.parquet"
+"""The suffix of a step's per-pair changes (`heads.changes.parquet`)."""
 CORE_FILES = ("axioms.parquet", "pairs.parquet", "attention.json", "manifest.json")
 
 
@@ -44,16 +46,19 @@ class Audit(SavedWithPage):
     attention: dict[str, Any]
     manifest: dict[str, Any]
     folder: Path | None = None
+    pair_changes: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """Per flagged step, each pair's change per unit (axiom, pair, qid, name, change, size): what `compare` pairs up
+    between two audits of the same pairs. Empty for audits saved before it."""
 
     def __getattr__(self, name: str) -> pd.DataFrame:
         """A registered step's frame by its name (audit.heads); see `frame`."""
-        if name in STEPS and "frames" in self.__dict__:
+        if "frames" in self.__dict__ and name in with_built_in_steps():
             return self.frame(name)
         raise AttributeError(f"'Audit' has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: object) -> None:
         """Assigning a registered step's frame by its name (audit.heads = edited) replaces it in `frames`."""
-        if name in STEPS and "frames" in self.__dict__:
+        if name in STEPS and "frames" in self.__dict__ and name not in type(self).__dataclass_fields__:
             self.frames[name] = value
         else:
             super().__setattr__(name, value)
@@ -89,6 +94,8 @@ class Audit(SavedWithPage):
         with writing_to(folder, "audit") as out:
             for name, frame in (("axioms", self.axioms), *self.frames.items(), ("pairs", self.pairs)):
                 out.write_frame(f"{name}.parquet", frame)
+            for step, changes in self.pair_changes.items():
+                out.write_frame(f"{step}{CHANGES}", changes)
             out.write_json("attention.json", self.attention)
             out.write_text("report.html", render_page(self))
             out.write_json("manifest.json", self.manifest)  # last: a folder with a manifest is a finished audit
@@ -112,6 +119,7 @@ class Audit(SavedWithPage):
         return suggest_interventions(self.axioms, self.flagged, self.manifest["settings"], **options)
 
 
+PAIR_CHANGE_FIELDS = ("axiom", "pair", "qid", "name", "change", "size")
 DAMAGED = "the saved audit is damaged; audit again into a new folder"
 
 
@@ -153,6 +161,7 @@ def load_audit(folder: str | Path) -> Audit:
     """Read a saved audit back from its folder (of this version or an older one); a damaged file is refused in one
     sentence that names it. Every registered step's frame is read when saved; the steps the audit ran must be."""
     folder = Path(folder)
+    with_built_in_steps()
     if not folder.exists():
         raise SettingsError(f"{folder} does not exist; give the folder of a saved audit")
     if not folder.is_dir():
@@ -167,9 +176,11 @@ def load_audit(folder: str | Path) -> Audit:
         raise SettingsError(f"{folder} is not a finished audit: missing {', '.join(missing)}")
     frames = {name: _read_frame(folder / f"{name}.parquet", step.fields) for name, step in STEPS.items()
               if (folder / f"{name}.parquet").is_file()}
+    changes = {name: _read_frame(folder / f"{name}{CHANGES}", PAIR_CHANGE_FIELDS) for name in STEPS
+               if (folder / f"{name}{CHANGES}").is_file()}
     return Audit(_read_frame(folder / "axioms.parquet", CORE_FIELDS["axioms.parquet"]),
                  _read_frame(folder / "pairs.parquet", CORE_FIELDS["pairs.parquet"]), frames,
-                 _read_object(folder / "attention.json"), manifest, folder)
+                 _read_object(folder / "attention.json"), manifest, folder, changes)
 
 
 def rerender(folder: str | Path) -> Path:

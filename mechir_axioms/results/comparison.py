@@ -30,6 +30,12 @@ class AxiomComparison:
     changes: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
     """Flags gained and lost by the other flagged steps both audits ran (block cells, edges, ...), by step: shown,
     not gated (the thresholds are about heads)."""
+    paired: bool = False
+    """Whether both audits scored the same pairs, so that the agreement interval is paired (a cluster bootstrap of
+    the per-pair differences) rather than Newcombe's for two independent samples."""
+    heads_tested: bool = False
+    """Whether each head's effect change was tested pair by pair; then only flags lost with a significant change
+    (marked with a dagger) count toward max_lost_flags."""
 
     @property
     def significant(self) -> bool:
@@ -72,9 +78,10 @@ class Comparison:
     @property
     def thresholds(self) -> str:
         """The thresholds in words, as the table and the report state them."""
+        tested = " with a significant change" if any(axiom.heads_tested for axiom in self.axioms) else ""
         return (f"agreement may drop by at most {self.max_agreement_drop:.1%}; "
                 f"head-map Spearman rho at least {self.min_head_map_correlation}; "
-                f"at most {self.max_lost_flags} flagged head(s) may lose their flag")
+                f"at most {self.max_lost_flags} flagged head(s) may lose their flag{tested}")
 
     def table(self) -> str:
         """A plain-text table, one block per axiom, and the verdict."""
@@ -98,8 +105,7 @@ class Comparison:
                           for verb, names in (("gained", gained), ("lost", lost)) if names]
             lines += [f"{'':<10} ! {failure}" for failure in axiom.failures]
             lines += [f"{'':<10} note: {note}" for note in axiom.notes]
-        if any(axiom.significant for axiom in self.axioms):
-            lines += ["", "* the agreement change is significant (its 95% Newcombe interval excludes 0)"]
+        lines += legend(self.axioms)
         lines += ["", f"thresholds: {self.thresholds}", f"result: {self.verdict}"]
         return "\n".join(lines)
 
@@ -126,3 +132,23 @@ class Comparison:
                 failure.text = self.table()
         return write_file(path, "compare", lambda temporary: ElementTree.ElementTree(suite).write(
             temporary, encoding="utf-8", xml_declaration=True), "--junit-xml")
+
+
+def legend(axioms: list[AxiomComparison]) -> list[str]:
+    """The footnotes of a comparison's table: how the agreement interval was made and what a dagger marks."""
+    lines = [""]
+    if any(axiom.paired for axiom in axioms):
+        lines.append("agreement change: paired 95% interval (both audits scored the same pairs; cluster bootstrap of "
+                     "the per-pair differences over the unit of inference)")
+    if not all(axiom.paired for axiom in axioms):
+        lines.append("agreement change: 95% Newcombe interval for two independent samples (the audits hold different "
+                     "pairs)")
+    if any(axiom.significant for axiom in axioms):
+        lines.append("* the agreement change is significant (its 95% interval excludes 0)")
+    entries = [entry for axiom in axioms for entry in (*axiom.gained, *axiom.lost,
+                                                       *(name for pair in axiom.changes.values() for side in pair
+                                                         for name in side))]
+    if any(entry.endswith(" †") for entry in entries):
+        lines.append("† the unit's effect changed significantly (paired permutation test swapping whole queries, BH "
+                     "over the axiom's units); only such lost head flags count toward the limit")
+    return lines

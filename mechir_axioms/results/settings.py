@@ -58,9 +58,15 @@ class Settings:
         200, "targets paths: random pairs per axiom on which every head is path-patched into the flagged heads and the "
         "score (all of them when fewer)", kind=int, low=2)
     examples: int = _setting(2, "example pairs per axiom for per-position blocks and attention", kind=int, low=0)
+    unit: str = _setting(
+        "query", "the unit of inference: query (the pairs of one query are resampled and sign-flipped together, so a "
+        "flag is a claim about new queries) or pair (for data that holds one pair per query)", choices=("query", "pair"))
     stability: int = _setting(
-        10, "random query-disjoint half splits over which each flag's replication rate is measured (0: none)", kind=int,
-        low=0)
+        25, "random query-disjoint half splits (twice as many half samples) for stability selection; a flag needs "
+        "its test in at least `selection` of the halves (0: flags rest on the test alone)", kind=int, low=0)
+    selection: float = _setting(
+        0.75, "the share of half samples in which a flagged unit's test must flag it too (above one half)",
+        kind=float, low=0.5)
     batch_size: int = _setting(8, "sequences per forward pass", kind=int, low=1)
     cache_mib: int = _setting(
         1024, "MiB of clean runs (activations) each process keeps for reuse across the steps; 0: none", kind=int,
@@ -86,6 +92,8 @@ class Settings:
                 raise SettingsError(f"{spec.name}={value!r} is not valid; use one of {', '.join(meta['choices'])}")
             if meta["kind"] is tuple and (not isinstance(value, tuple) or not all(isinstance(v, str) for v in value)):
                 raise SettingsError(f"{spec.name}={value!r} is not valid; use a tuple of names")
+        if not 0.5 < self.selection <= 1:
+            raise SettingsError(f"selection={self.selection!r} is not valid; use a number above 0.5 and at most 1")
         if not 0 < self.alpha < 1:
             raise SettingsError(f"alpha={self.alpha!r} is not valid; use a number between 0 and 1")
         if not self.steps:

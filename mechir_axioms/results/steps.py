@@ -7,6 +7,8 @@ registered steps instead of naming heads, cells and paths one by one.
 
 from __future__ import annotations
 
+import importlib
+
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,14 +58,29 @@ class Step:
     """run(context, records, frames) -> its frame; set where the step is implemented (auditing.steps)."""
 
     def line(self, rows: pd.DataFrame, facts: dict[str, Any], settings: dict[str, Any]) -> str | None:
-        """The step's summary line for one axiom: its own, or flag counts."""
+        """The step's summary line for one axiom: its own, or flag counts; then how many units are fragile (their
+        test flags them, stability selection does not) and a warning when too few queries allow any flag."""
         if self.summary is not None:
-            return self.summary(rows, facts, settings)
-        if not self.flags:
+            line = self.summary(rows, facts, settings)
+        elif not self.flags:
             return None
-        flags = rows["flag"] if "flag" in rows else pd.Series(dtype=str)
-        return (f"{self.unit}s encoding {int((flags == 'encodes').sum())}, "
-                f"violating {int((flags == 'violates').sum())}")
+        else:
+            flags = rows["flag"] if "flag" in rows else pd.Series(dtype=str)
+            line = (f"{self.unit}s encoding {int((flags == 'encodes').sum())}, "
+                    f"violating {int((flags == 'violates').sum())}")
+        if line is None or not self.flags:
+            return line
+        if "test" in rows and len(rows):
+            fragile = int(((rows["test"] != "") & (rows["flag"] == "")).sum())
+            line += f"; fragile {fragile}" if fragile else ""
+        inference = facts.get("inference", {}).get(self.name)
+        if inference:
+            alpha, smallest = settings["alpha"], inference["smallest_p"]
+            if smallest > alpha or inference.get("smallest_p_half", 0.0) > alpha:
+                line += (f"; too few queries ({inference['queries']}) for any flag: the smallest p-value "
+                         f"{'a half allows' if smallest <= alpha else 'they allow'} is "
+                         f"{inference.get('smallest_p_half', 0.0) if smallest <= alpha else smallest:.2g} > alpha {alpha}")
+        return line
 
     def option(self) -> str:
         """The option that turns the step on, for messages."""
@@ -72,6 +89,16 @@ class Step:
 
 STEPS: dict[str, Step] = {}
 """The one audit-step registry: name -> Step, in registration order (the order of frames and reports)."""
+BUILT_IN = "mechir_axioms.auditing.steps"
+"""Where the built-in steps register themselves; imported on first need by readers of saved results."""
+
+
+def with_built_in_steps() -> dict[str, Step]:
+    """The registry, with the built-in steps registered: reading a saved audit must not depend on whether this
+    process ran one (the import is by name, as results.pages imports the report: the steps live above)."""
+    if "heads" not in STEPS:
+        importlib.import_module(BUILT_IN)
+    return STEPS
 
 
 def register_step(step: Step) -> Step:

@@ -17,13 +17,13 @@ FIELDS = ("axiom", *COLUMNS, "effect", "ci_low", "ci_high", "p_value", "q_value"
             fields=FIELDS)
 def cells(context: AuditContext, records: list[AxiomRecord], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Each block cell's share of the score change per axiom on `cell_pairs` seeded pairs, with flags."""
-    changes, qids, labels = {}, {}, []
+    changes, measured, labels = {}, {}, []
     for record in records:
         rows = context.sample_rows(len(record.pairs), context.settings.cell_pairs)
         with context.timed(record, "cells"):
             changes[record.name], run, _ = context.both_directions(record, "regions", context.job("regions", "exact"),
                                                                    record.pairs.take(rows))
-        qids[record.name] = record.qids[rows]
+        measured[record.name] = rows
         record.provenance["cells"] = {"pairs": len(rows), "excluded": run.excluded, "delta": context.settings.tolerance}
         labels = unit_labels(run, COLUMNS)
-    return context.findings(changes, labels, qids)
+    return context.findings("cells", records, changes, labels, measured)

@@ -34,7 +34,7 @@ def heads(context: AuditContext, records: list[AxiomRecord], frames: dict[str, p
     """Each head's share of the score change per axiom, with flags; a head only a screen measured is not flagged."""
     settings = context.settings
     method = method_for(settings.method, "heads")
-    changes, qids, labels = {}, {}, []
+    changes, labels = {}, []
     for record in records:
         if method.screen:
             changes[record.name], run, verification = verified_heads(record, context, method.name)
@@ -43,16 +43,16 @@ def heads(context: AuditContext, records: list[AxiomRecord], frames: dict[str, p
         else:
             with context.timed(record, "heads"):
                 changes[record.name], run, _ = context.both_directions(record, "heads", context.job("heads", method.name))
-        qids[record.name] = record.qids
         record.provenance["excluded"] = {"patching": run.excluded, "delta": settings.tolerance}
         labels = unit_labels(run, ("layer", "head"))
-    frame = context.findings(changes, labels, qids)
+    frame = context.findings("heads", records, changes, labels)
     _mark_measured(frame, records, method.verify if method.screen else method.name)
     return frame
 
 
 def _mark_measured(heads: pd.DataFrame, records: list[AxiomRecord], method: str) -> None:
-    """Say how each head's effect was measured; a head that only the screen measured carries no flag."""
+    """Say how each head's effect was measured; a head that only the screen measured carries no test flag and no
+    flag."""
     if heads.empty:
         heads["measured"] = pd.Series(dtype=str)
         return
@@ -63,4 +63,4 @@ def _mark_measured(heads: pd.DataFrame, records: list[AxiomRecord], method: str)
             exact = np.asarray(record.provenance["verification"]["measured"], dtype=bool).reshape(-1)
             measured[rows] = np.where(exact, "exact", "screened")
     heads["measured"] = measured
-    heads.loc[heads["measured"] == "screened", "flag"] = ""
+    heads.loc[heads["measured"] == "screened", ["test", "flag"]] = ""

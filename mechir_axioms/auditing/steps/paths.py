@@ -62,7 +62,7 @@ def _summary(rows: pd.DataFrame, facts: dict[str, Any], settings: dict[str, Any]
 def paths(context: AuditContext, records: list[AxiomRecord], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Every edge of every axiom into its flagged heads and the score, with the statistics and flags of heads."""
     ranker, settings = context.ranker, context.settings
-    changes, labels, qids = {}, {}, {}
+    changes, labels, measured = {}, {}, {}
     for record in records:
         started = time.perf_counter()
         rows = context.sample_rows(len(record.pairs), settings.path_pairs)
@@ -71,9 +71,9 @@ def paths(context: AuditContext, records: list[AxiomRecord], frames: dict[str, p
         name = "paths-" + ("-".join(f"{layer}.{head}" for layer, head in receivers) or SCORE)
         changes[record.name], denoising, _ = context.both_directions(
             record, name, context.job("paths", "exact", paths=tuple(specs)), record.pairs.take(rows))
-        labels[record.name], qids[record.name] = edge_labels(specs), record.qids[rows]
+        labels[record.name], measured[record.name] = edge_labels(specs), rows
         record.provenance["paths"] = {
             "pairs": len(rows), "excluded": denoising.excluded, "delta": settings.tolerance,
             "receivers": [f"{layer}.{head}" for layer, head in receivers] + [SCORE], "edges": len(specs)}
         record.seconds["paths"] = round(time.perf_counter() - started, 1)
-    return context.findings(changes, labels, qids)
+    return context.findings("paths", records, changes, labels, measured)
