@@ -75,7 +75,7 @@ def _changed_units(name: str, step: str, old: Audit, new: Audit, pairs: pd.DataF
     shared_pairs = wide[0][0].index.intersection(wide[1][0].index)
     units = wide[0][0].columns.intersection(wide[1][0].columns)
     if len(shared_pairs) < 2 or not len(units):
-        return set()
+        return None  # nothing to test pair by pair: every lost flag counts
     (old_change, old_size), (new_change, new_size) = [(change.loc[shared_pairs, units].to_numpy(dtype=float),
                                                        size.loc[shared_pairs].to_numpy(dtype=float))
                                                       for change, size in wide]
@@ -241,7 +241,9 @@ def compare(old: Audit | str | Path, new: Audit | str | Path, max_agreement_drop
     """Compare two saved audits (folders or `Audit`s) axiom by axiom, over the axioms of the old audit.
 
     An axiom fails when its agreement falls by more than max_agreement_drop, its head-effect map's Spearman
-    correlation is below min_head_map_correlation, or more than max_lost_flags heads lose their flag.
+    correlation is below min_head_map_correlation, or more than max_lost_flags heads lose their flag. Audits of the
+    same pairs are compared pair by pair: a paired agreement interval, and each head's effect change tested over
+    queries; then only flags lost with a significant change (marked with a dagger) count.
     Audits of different data, settings, ranker kinds or specs under one name are refused (the last two
     unless allowed).
     """

@@ -135,3 +135,13 @@ def test_paired_p_values_hold_their_level_under_exchangeable_noise():
         _, p = effect_change_test(old, np.ones(45), new, np.ones(45), clusters, resamples=2000, seed=trial)
         rejections += p[0] <= 0.05
     assert rejections / 200 <= 0.05 + 0.035
+
+
+def test_effective_size_of_unequal_queries_and_of_one_query():
+    """All pairs of a query alike, queries of 20, 1, 1, 1 and 1 pairs: the effective size is n^2 / sum of squared
+    sizes (1.43), not the number of queries; one query alone is one effective observation."""
+    sizes, queries = np.array([20, 1, 1, 1, 1]), np.repeat(np.arange(5), [20, 1, 1, 1, 1])
+    assert effective_size(np.ones(24, dtype=bool), queries) == pytest.approx(24**2 / (sizes**2).sum())
+    assert effective_size(np.array([1, 0, 1, 1], dtype=bool), np.zeros(4, dtype=int)) == 1.0
+    low, high = share_interval(np.array([1, 0, 1, 1], dtype=bool), np.array(["q", "q", "q", "q"]))
+    assert (low, high) == pytest.approx(wilson(0.75, 1.0))

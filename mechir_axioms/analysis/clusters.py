@@ -1,9 +1,10 @@
 """Statistics with clusters of pairs as the unit of inference: an audit's pairs share queries, so a claim about
 new queries must resample and sign-flip the pairs of one query together.
 
-Every function takes `clusters`, each pair's cluster number (see `cluster_index`). With one pair per cluster
-each reduces to its pair-level counterpart in stats.py, drawing the same random numbers: `unit="pair"`
-reproduces the pair-level statistics.
+Every function takes `clusters`, each pair's cluster (any ids: they are numbered by `cluster_index`). With one
+pair per cluster each reduces to its pair-level counterpart in stats.py, drawing the same random numbers, so
+`unit="pair"` reproduces the pair-level statistics; but a sign-flip test over at most 16 clusters enumerates every
+pattern (an exact p) where releases before issue 27 sampled them (stats.ENUMERATE_SIGNS).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import numpy as np
 from scipy import stats
 
+from . import stats as pair_level
 from .stats import Z_95, equivalence_test, sign_flip_p, signed_rank_p, wilson
 
 
@@ -38,7 +40,8 @@ def cluster_sums(values: np.ndarray, clusters: np.ndarray) -> np.ndarray:
 def smallest_p(clusters: int, resamples: int) -> float:
     """The smallest two-sided p-value a sign-flip test over `clusters` can give: 2 / 2^clusters when the flips are
     enumerated, 2 / (resamples + 1) when sampled. No unit is flagged when this exceeds alpha."""
-    return min(1.0, 2.0 / 2.0 ** clusters if 2 ** min(clusters, 63) <= resamples else 2.0 / (resamples + 1))
+    enumerated = pair_level.ENUMERATE_SIGNS and 2 ** min(clusters, 63) <= resamples
+    return min(1.0, 2.0 / 2.0 ** clusters if enumerated else 2.0 / (resamples + 1))
 
 
 def threshold_test(change: np.ndarray, size: np.ndarray, clusters: np.ndarray, threshold: float,
@@ -49,7 +52,7 @@ def threshold_test(change: np.ndarray, size: np.ndarray, clusters: np.ndarray, t
     the side the estimate falls; the one-sided p-value is doubled (capped at 1) because the side was chosen from
     the data. Returns (p-values [k], sides [k] of +1/-1).
     """
-    change = np.asarray(change, dtype=float)
+    change, clusters = np.asarray(change, dtype=float), cluster_index(clusters)
     if len(change) == 0:
         return np.full(change.shape[1], np.nan), np.zeros(change.shape[1], dtype=int)
     margin = threshold * np.asarray(size, dtype=float)[:, None]
@@ -63,6 +66,7 @@ def ratio_interval(change: np.ndarray, size: np.ndarray, clusters: np.ndarray, r
                    level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile cluster-bootstrap interval of sum(change)/sum(size) per column: clusters are drawn with
     replacement and carry all their pairs."""
+    clusters = cluster_index(clusters)
     change, size = cluster_sums(change, clusters), cluster_sums(size, clusters)
     if len(change) == 0:
         nan = np.full(change.shape[1], np.nan)
@@ -76,25 +80,28 @@ def ratio_interval(change: np.ndarray, size: np.ndarray, clusters: np.ndarray, r
 
 def effective_size(successes: np.ndarray, clusters: np.ndarray) -> float:
     """Kish's effective sample size of a share: pairs / design effect, where the design effect compares the
-    cluster-robust variance of the share with the pairs-independent one. Bounded by the number of clusters (all
-    pairs of a query alike) and the number of pairs (no correlation); the clusters when the share is 0 or 1."""
-    successes = np.asarray(successes, dtype=float)
+    cluster-robust variance of the share with the pairs-independent one. Bounded below by n^2 / sum of squared
+    cluster sizes (every query's pairs alike: the number of queries when they are of one size) and above by the
+    pairs (no correlation); the lower bound when the share is 0 or 1 or there is one cluster."""
+    successes, clusters = np.asarray(successes, dtype=float), cluster_index(clusters)
     n, count = len(successes), int(clusters.max()) + 1 if len(clusters) else 0
     if count == n:
         return float(n)
+    sizes = np.bincount(clusters).astype(float)
+    lowest = float(n**2 / (sizes**2).sum())
     share = successes.mean()
-    if share in (0.0, 1.0):
-        return float(count)
-    sums, sizes = cluster_sums(successes, clusters), np.bincount(clusters).astype(float)
+    if share in (0.0, 1.0) or count < 2:
+        return lowest
+    sums = cluster_sums(successes, clusters)
     robust = count / (count - 1) * ((sums - share * sizes) ** 2).sum() / n**2
     independent = share * (1 - share) / (n - 1)
-    return float(np.clip(n * independent / robust, count, n)) if robust > 0 else float(n)
+    return float(np.clip(n * independent / robust, lowest, n)) if robust > 0 else float(n)
 
 
 def share_interval(successes: np.ndarray, clusters: np.ndarray, z: float = Z_95) -> tuple[float, float]:
     """Wilson interval of a share on its effective sample size (see effective_size); Wilson's on pairs when each
     cluster holds one pair."""
-    successes = np.asarray(successes, dtype=bool)
+    successes, clusters = np.asarray(successes, dtype=bool), cluster_index(clusters)
     if len(successes) == 0:
         return math.nan, math.nan
     size = effective_size(successes, clusters)
@@ -115,15 +122,15 @@ def median_interval(values: np.ndarray, clusters: np.ndarray, resamples: int = 2
                     level: float = 0.95) -> tuple[float, float]:
     """Percentile cluster-bootstrap interval of the median over pairs: each replicate's median is that of the
     drawn clusters' pairs, each pair counted as often as its cluster was drawn."""
-    values = np.asarray(values, dtype=float)
+    values, clusters = np.asarray(values, dtype=float), cluster_index(clusters)
     if len(values) == 0:
         return math.nan, math.nan
     count = int(clusters.max()) + 1
     draws = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
     order = np.argsort(values, kind="stable")
     ranked = values[order]
-    drawn = np.stack([np.bincount(draw, minlength=count) for draw in draws])  # [resamples, clusters]
-    cumulative = np.cumsum(drawn[:, clusters[order]], axis=1)  # pairs counted up to each rank
+    drawn = np.stack([np.bincount(draw, minlength=count) for draw in draws]).astype(np.int32)  # [resamples, clusters]
+    cumulative = np.cumsum(drawn[:, clusters[order]], axis=1, dtype=np.int32)  # pairs counted up to each rank
     total = cumulative[:, -1]
     lower = (cumulative < ((total + 1) // 2)[:, None]).sum(axis=1)  # the rank holding the (total+1)//2-th pair
     upper = (cumulative < (total // 2 + 1)[:, None]).sum(axis=1)
@@ -135,6 +142,7 @@ def median_interval(values: np.ndarray, clusters: np.ndarray, resamples: int = 2
 
 def cluster_means(values: np.ndarray, clusters: np.ndarray) -> np.ndarray:
     """The mean of each cluster's values."""
+    clusters = cluster_index(clusters)
     return cluster_sums(values, clusters) / np.bincount(clusters)
 
 
@@ -147,7 +155,7 @@ def mean_equivalence(values: np.ndarray, clusters: np.ndarray, margin: float,
                      level: float = 0.90) -> tuple[float, float, float]:
     """TOST for a mean change within +-margin with a cluster-robust standard error (CR1) on clusters - 1 degrees of
     freedom: (low, high, p) as in stats.equivalence_test, which it equals when each cluster holds one pair."""
-    values = np.asarray(values, dtype=float)
+    values, clusters = np.asarray(values, dtype=float), cluster_index(clusters)
     count = int(clusters.max()) + 1 if len(clusters) else 0
     if count == len(values):
         return equivalence_test(values, margin, level)

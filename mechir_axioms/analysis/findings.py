@@ -185,9 +185,11 @@ def effects_frame(changes: Changes, labels: Sequence[dict[str, Any]] | Mapping[s
 def select(frame: pd.DataFrame, changes: Changes, queries: Mapping[str, np.ndarray], splits: int, level: float,
            alpha: float, threshold: float, seed: int, unit: str = "query") -> dict[str, dict[str, float]]:
     """Stability selection over query-disjoint halves (complementary pairs, Shah and Samworth 2013): `splits`
-    random splits of each axiom's queries into two halves give 2 * splits subsamples; each half is tested on its
-    own (BH across the frame's components within the half). `selection` is the share of subsamples in which a
-    component is flagged on the side of its estimate; `flag` keeps the test's flag only where selection >= level.
+    random splits of each axiom's queries into two halves give 2 * splits subsamples; in each half a component is
+    selected when its own threshold test there gives p <= alpha on the side of its estimate on all queries (no
+    correction within the half: the selection share is what controls false selections, as in Meinshausen and
+    Buehlmann). `selection` is the share of subsamples that select it; `flag` keeps the test's flag (on all
+    queries, BH-corrected) only where selection >= level.
 
     Returns per axiom the facts of Meinshausen and Buehlmann's (2010) bound on the expected number of false flags,
     q^2 / ((2 level - 1) p), with q the mean number of components flagged per subsample and p the components.
@@ -211,8 +213,7 @@ def select(frame: pd.DataFrame, changes: Changes, queries: Mapping[str, np.ndarr
             halves[axiom] = [(change[mask], size[mask], clusters[mask]), (change[~mask], size[~mask], clusters[~mask])]
         for half in (0, 1):
             tests = [_tests(*parts[half], threshold, SIGN_FLIPS // 5, seed) for parts in halves.values()]
-            flags = _flags(benjamini_hochberg(np.concatenate([p for p, _ in tests])),
-                           np.concatenate([side for _, side in tests]), alpha)
+            flags = _flags(np.concatenate([p for p, _ in tests]), np.concatenate([side for _, side in tests]), alpha)
             picked += flags == sides
             for axiom in flagged_per_axiom:
                 flagged_per_axiom[axiom] += float((flags[axiom_of_row == axiom] != "").sum())

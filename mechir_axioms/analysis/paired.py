@@ -12,14 +12,14 @@ import math
 
 import numpy as np
 
-from .clusters import cluster_sums
+from .clusters import cluster_index, cluster_sums
 
 
 def difference_interval(old: np.ndarray, new: np.ndarray, clusters: np.ndarray, resamples: int = 2000,
                         seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile cluster-bootstrap interval of mean(new - old) over paired values (agreement 0/1 per pair):
     clusters are drawn with replacement, each carrying its pairs' differences."""
-    difference = np.asarray(new, dtype=float) - np.asarray(old, dtype=float)
+    difference, clusters = np.asarray(new, dtype=float) - np.asarray(old, dtype=float), cluster_index(clusters)
     if len(difference) == 0:
         return math.nan, math.nan
     sums, sizes = cluster_sums(difference, clusters), cluster_sums(np.ones(len(difference)), clusters)
@@ -45,6 +45,7 @@ def effect_change_test(old_change: np.ndarray, old_size: np.ndarray, new_change:
     two-sided paired permutation p-value: under no change, a query's pairs are as likely measured by either
     checkpoint, so the test swaps old and new for whole clusters. changes [n, k], sizes [n]; returns
     (new - old effect [k], p [k]); p is 1 where the two audits agree pair for pair."""
+    clusters = cluster_index(clusters)
     old_c, new_c = cluster_sums(old_change, clusters), cluster_sums(new_change, clusters)
     old_s, new_s = cluster_sums(old_size, clusters), cluster_sums(new_size, clusters)
     observed = new_c.sum(0) / new_s.sum() - old_c.sum(0) / old_s.sum()

@@ -122,7 +122,8 @@ def parser() -> argparse.ArgumentParser:
     comparing.add_argument("--min-head-map-correlation", type=float, default=0.8,
                            help="smallest allowed Spearman correlation of the head-effect maps")
     comparing.add_argument("--max-lost-flags", type=int, default=0,
-                           help="how many flagged heads may lose their flag (default 0)")
+                           help="how many flagged heads may lose their flag (default 0); for audits of the same "
+                                "pairs, only flags lost with a significant change of the head's effect count")
     comparing.add_argument("--allow-different-models", action="store_true",
                            help="compare audits of rankers of different kinds (refused by default)")
     comparing.add_argument("--allow-different-specs", action="store_true",

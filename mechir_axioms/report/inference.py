@@ -40,10 +40,12 @@ def rule_text(settings: dict[str, Any]) -> str:
             f"with Benjamini&ndash;Hochberg FDR {alpha} over all units of its kind.")
     splits, level = settings.get("stability", 0), settings.get("selection")
     if splits and level is not None:
-        rule = (f"A unit is flagged when that test flags it on all queries and also on at least {level:.0%} of "
-                f"{2 * splits} half samples: {splits} random splits of the queries into two disjoint halves, each half "
-                "tested on its own (stability selection, Meinshausen and B&uuml;hlmann 2010, with complementary halves, "
-                "Shah and Samworth 2013). Guarantee: when the units that carry nothing behave alike, the expected "
+        rule = (f"A unit is flagged when that test flags it on all queries and, besides, gives p &le; {alpha} on the "
+                f"same side in at least {level:.0%} of {2 * splits} half samples: {splits} random splits of the queries "
+                "into two disjoint halves, each half tested on its own (stability selection, Meinshausen and "
+                "B&uuml;hlmann 2010, with complementary halves, "
+                "Shah and Samworth 2013). Guarantee: when the units that carry nothing behave alike and the test "
+                "picks them no more often than chance would, the expected "
                 f"number of false flags of an axiom is at most q&sup2; / ((2 &times; {level} &minus; 1) p), with q the "
                 "mean number of units a half flags and p the units tested; each axiom states its bound. Units that "
                 "pass the test on all queries but too few halves are listed as fragile.")
