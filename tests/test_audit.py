@@ -83,13 +83,15 @@ def mirrored_audit(tiny_double):
 
 
 def _check_flags(result, flag: str) -> None:
-    """Flags are exactly the significant heads, `flag` heads exist, their effects have its sign, and the
-    per-axiom counts in the axioms frame agree with the heads frame."""
+    """Tests are exactly the significant heads, `flag` tests exist, their effects have its sign, flags are the tests
+    that stability selection keeps, and the per-axiom counts in the axioms frame agree with the heads frame."""
     heads = result.heads
-    assert ((heads["flag"] != "") == (heads["q_value"] <= 0.05)).all()
-    assert (heads["flag"] == flag).any(), f"no head is flagged {flag!r}: the sign checks would pass on nothing"
-    assert (heads.loc[heads["flag"] == "encodes", "effect"] > 0.05).all()
-    assert (heads.loc[heads["flag"] == "violates", "effect"] < -0.05).all()
+    assert ((heads["test"] != "") == (heads["q_value"] <= 0.05)).all()
+    assert (heads["test"] == flag).any(), f"no head is tested {flag!r}: the sign checks would pass on nothing"
+    assert (heads.loc[heads["test"] == "encodes", "effect"] > 0.05).all()
+    assert (heads.loc[heads["test"] == "violates", "effect"] < -0.05).all()
+    kept = heads["selection"].to_numpy() >= result.manifest["settings"]["selection"] - 1e-12
+    assert list(heads["flag"]) == list(np.where(kept, heads["test"], ""))
     for kind in ("encodes", "violates"):
         counts = heads[heads["flag"] == kind].groupby("axiom").size()
         for row in result.axioms.itertuples():
@@ -107,7 +109,7 @@ def test_flags_follow_the_q_values_and_the_sign(tiny_audit, mirrored_audit):
     assert np.array_equal(mirrored["q_value"], original["q_value"], equal_nan=True)
     swapped = original["flag"].where(~tfc1, original["flag"].map({"": "", "encodes": "violates", "violates": "encodes"}))
     assert list(mirrored["flag"]) == list(swapped)
-    assert (mirrored.loc[tfc1, "flag"] == "violates").sum() == (original.loc[tfc1, "flag"] == "encodes").sum() > 0
+    assert (mirrored.loc[tfc1, "test"] == "violates").sum() == (original.loc[tfc1, "test"] == "encodes").sum() > 0
 
 
 def test_resid_pre_at_layer_zero_carries_the_whole_change(tiny_audit, tiny_double):
