@@ -79,7 +79,7 @@ def test_block_cells_start_where_the_change_is(tiny_audit, tiny):
 def mirrored_audit(tiny_double):
     """The tiny audit's heads again, with TFC1 expecting the opposite (a decrease): the same pairs and p-values."""
     return audit(tiny_double, [load_axiom("TFC1", expect="decrease"), "LNC1"], n=24, seed=3, targets=("heads",),
-                 method="exact", examples=0, tolerance=TINY_TOLERANCE, progress=False)
+                 method="exact", examples=0, stability=3, tolerance=TINY_TOLERANCE, progress=False)
 
 
 def _check_flags(result, flag: str) -> None:

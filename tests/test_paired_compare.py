@@ -28,7 +28,7 @@ def test_an_audit_compared_with_itself_changes_by_exactly_nothing(baseline):
 
 def test_one_flagged_head_cut_out_is_told_apart(baseline, tmp_path):
     strongest = baseline.flagged("TFC1").iloc[0]
-    layer, head = int(strongest.layer), int(strongest.head)
+    layer, head = int(strongest["layer"]), int(strongest["head"])
     ranker = load_ranker()
     width = ranker.model.config.hidden_size // ranker.model.config.num_attention_heads
     with torch.no_grad():
