@@ -47,8 +47,8 @@ def main() -> None:
                  for row in heads.itertuples()]
     path_rows = [{"flagged path": f"{row.sender} → {row.receiver}",
                   "effect [95% CI]": f"{row.effect:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]",
-                  "q": float(f"{row.q_value:.3g}"), "replication": f"{row.replication:.0%}"} for row in paths.itertuples()]
-    tables = [{"title": f"Flagged paths of {args.axiom}", "columns": ["flagged path", "effect [95% CI]", "q", "replication"],
+                  "q": float(f"{row.q_value:.3g}"), "selected": f"{row.selection:.0%}"} for row in paths.itertuples()]
+    tables = [{"title": f"Flagged paths of {args.axiom}", "columns": ["flagged path", "effect [95% CI]", "q", "selected"],
                "rows": path_rows},
               {"title": f"Flagged heads of {args.axiom}", "columns": ["flagged head", "flag", "effect [95% CI]"],
                "rows": head_rows}]
