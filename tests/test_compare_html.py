@@ -28,7 +28,8 @@ HOSTILE = '<script>alert("x")</script>'
 
 def _with_flags(audit: Audit, flags: dict[str, str], shift: float = 0.0) -> Audit:
     """A copy of `audit` whose TFC1 heads carry exactly `flags` (name -> flag), their effects shifted by `shift`
-    (ranks, so the head-map correlation, unchanged); the other axioms' heads lose their flags."""
+    (ranks, so the head-map correlation, unchanged); the other axioms' heads lose their flags. Without per-pair
+    changes it compares as an audit saved before them: an independent-samples interval, every lost flag counted."""
     edited = copy.deepcopy(audit)
     heads = edited.heads.copy()
     heads["flag"] = ""
@@ -37,6 +38,7 @@ def _with_flags(audit: Audit, flags: dict[str, str], shift: float = 0.0) -> Audi
         heads.loc[tfc1 & (heads["name"] == name), "flag"] = flag
     heads.loc[tfc1, "effect"] += shift
     edited.heads, edited.folder = heads, None
+    edited.pair_changes = {}  # edited flags have no per-pair changes behind them: every lost flag counts
     return edited
 
 
