@@ -49,11 +49,11 @@ def test_plugin_fixtures_marker_messages_and_summary(pytester, tiny, tmp_path):
     result.assert_outcomes(passed=2, failed=3)
     output = result.stdout.str()
     # a random tiny model moves its scores by ~1e-5, below the 1e-3 tolerance: no pair agrees, no head is tested;
-    # no pair agreeing, agreement's interval is Wilson's on the number of queries (the clusters)
+    # no pair agreeing, agreement's interval is Wilson's on the effective number of pairs (queries share pairs)
     saved = pd.read_parquet(reports / "TFC1+LNC1" / "axioms.parquet").set_index("axiom")
     tfc1, lnc1 = saved.loc["TFC1"], saved.loc["LNC1"]
     queries = int(tfc1["queries"])
-    assert (tfc1["agreement_low"], tfc1["agreement_high"]) == pytest.approx(wilson(0, queries))
+    assert tfc1["agreement_low"] == 0 and tfc1["agreement_high"] > wilson(0, 12)[1]  # wider than 12 independent pairs
     high, lnc1_low = f"{tfc1['agreement_high']:.1%}", f"{lnc1['agreement_low']:.1%}"
     expected = [  # in this order; plain substrings, since fnmatch would read the CI brackets as patterns
         "TFC1 (One more occurrence of a query term raises the score): expected agreement of at least 99.0%, "
