@@ -65,7 +65,8 @@ class Settings:
         25, "random query-disjoint half splits (twice as many half samples) for stability selection; a flag needs "
         "its test in at least `selection` of the halves (0: flags rest on the test alone)", kind=int, low=0)
     selection: float = _setting(
-        0.75, "the share of half samples in which a flagged unit's test must flag it too (above one half)",
+        0.9, "the share of half samples in which a flagged unit's test must flag it too (above one half): about the "
+        "chance that an audit of half as many new queries finds the flag again",
         kind=float, low=0.5)
     batch_size: int = _setting(8, "sequences per forward pass", kind=int, low=1)
     cache_mib: int = _setting(
