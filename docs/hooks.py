@@ -75,8 +75,12 @@ def cli_reference() -> str:
     os.environ.update(COLUMNS="100", NO_COLOR="1")
     try:
         parts = [f"```text\n{main.format_help()}```"]
-        parts += [f"## `mechir-axioms {name}`\n\n```text\n{command.format_help()}```"
-                  for name, command in commands.choices.items()]
+        for name, command in commands.choices.items():
+            parts.append(f"## `mechir-axioms {name}`\n\n```text\n{command.format_help()}```")
+            for action in command._actions:  # a command of commands (`sae train`): each of them too
+                if isinstance(action, argparse._SubParsersAction):
+                    parts += [f"## `mechir-axioms {name} {job}`\n\n```text\n{sub.format_help()}```"
+                              for job, sub in action.choices.items()]
     finally:
         for name, value in saved.items():
             if value is None:

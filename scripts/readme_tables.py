@@ -5,6 +5,7 @@ The README holds no hand-typed measurement: each block between `<!-- generated: 
 tests/test_readme.py fails when a block is stale. Blocks:
 
 - main-job: how long `mechir-axioms audit` (the main job) took, from audit-verified.json.
+- sae: the default SAE's training time, quality and splice cost, from sae.json.
 
     python scripts/readme_tables.py --check   # exit 1, naming the stale blocks, when README.md is out of date
     python scripts/readme_tables.py --write   # rewrite the blocks in place
@@ -46,7 +47,21 @@ def main_job(records: dict[str, dict[str, Any]]) -> str:
             "[Performance](docs/guide/performance.md#the-main-job).\n")
 
 
-BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {"main-job": main_job}
+def sae(records: dict[str, dict[str, Any]]) -> str:
+    """The default SAE's training time and quality, and what splicing it costs, from sae.json."""
+    record = records["sae"]
+    first, every = record["rows"][0], {row["judged data"]: row for row in record["rows"]}
+    passages = next(row for name, row in every.items() if name.startswith("unseen passages"))
+    return (f"Trained with the defaults ({first['latents']} latents, k = {first['k']}, {first['steps']} steps) in "
+            f"{first['seconds (all)']:g} s ({record['machine']}, {record['date']}), the SAE leaves "
+            f"{first['held-out FVU']:.3f} of the variance unexplained on held-out queries' texts (L0 {first['L0']:g}, "
+            f"{first['dead latents']} dead latents). Spliced in, nDCG@10 on the judged TREC DL passages it did not "
+            f"see is unchanged ({passages['nDCG@10 spliced']:.4f}); with the reconstruction alone in place of the "
+            f"activation it falls from {passages['nDCG@10 plain']:.4f} to {passages['nDCG@10 reconstruction only']:.4f} "
+            f"(see [what an SAE costs](docs/guide/features.md#what-an-sae-on-minilm-costs)).\n")
+
+
+BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {"main-job": main_job, "sae": sae}
 
 
 def render(text: str, records: dict[str, dict[str, Any]] | None = None) -> str:

@@ -50,6 +50,8 @@ _TO_NUMPY = {Tensor.numpy, Tensor.__array__}
 _COPIES = {Tensor.copy_, Tensor.new_tensor}
 _FROM_DATA = {torch.tensor, torch.as_tensor, torch.asarray}
 _INDEXING = {Tensor.__getitem__, Tensor.__setitem__}
+_SHALLOW_COPY_CHECK = torch._has_compatible_shallow_copy_type  # Module.to asks it: metadata, not arithmetic
+_SET_DATA = Tensor.data.__set__  # Module.to swaps a parameter's data for the moved copy: the tag moves with it
 _INPLACE_DUNDERS = {f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow",
                                              "matmul", "and", "or", "xor", "lshift", "rshift")}
 
@@ -153,6 +155,11 @@ class VirtualDevice(TorchFunctionMode):
                 result = result.clone()  # a real transfer returns a new tensor, not an alias
             self._tags[result] = on
             return result
+        if func is _SHALLOW_COPY_CHECK:
+            return func(*args, **kwargs)
+        if func == _SET_DATA:
+            self._tags[args[0]] = self.on_device(args[1])
+            return func(*args, **kwargs)
         if func in _TO_NUMPY:
             if self.on_device(args[0]):
                 self._mismatch(func, f"device tensor {tuple(args[0].shape)} to numpy; call .cpu() first")

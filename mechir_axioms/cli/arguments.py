@@ -7,7 +7,8 @@ import re
 
 from ..core.defaults import DEFAULT_AXIOMS, DEVICES, DTYPES, EXECUTORS, INTERVENTION_OPS, SAMPLE_NAME, VERDICTS
 from ..results.settings import INTERVENTION_DEFAULTS, Settings, flag_name, parse_names, setting_fields
-from .commands import _audit, _compare, _figure, _head_list, _intervene, _list, _pairs, _report, _sweep, _verdicts
+from .commands import (_audit, _compare, _figure, _head_list, _intervene, _list, _pairs, _report, _sae_train, _sweep,
+                       _verdicts)
 
 
 def _with_defaults(command: argparse.ArgumentParser, **defaults: object) -> None:
@@ -164,4 +165,31 @@ def parser() -> argparse.ArgumentParser:
                         "region) or any registered step with a map; or circuit: one audit's flagged heads and paths for "
                         "one axiom, as SVG (default: heads)")
     figure.set_defaults(run=_figure)
+    _sae_commands(commands)
     return main
+
+
+def _sae_commands(commands: argparse._SubParsersAction) -> None:
+    """`mechir-axioms sae train`: one flag per TrainingSettings field, with its default."""
+    from dataclasses import fields
+
+    from ..features.training import TrainingSettings
+
+    sae = commands.add_parser("sae", help="sparse autoencoders on a ranker's activations: train one")
+    jobs = sae.add_subparsers(dest="sae_command", required=True)
+    training = jobs.add_parser("train", help="train a TopK SAE (AuxK against dead latents) on one site's activations "
+                               "and write it in SAELens's format")
+    training.add_argument("--model", default=None, help="HF or sentence-transformers id or folder (default: packaged MiniLM)")
+    training.add_argument("--site", required=True, help="the canonical hook name, e.g. blocks.3.hook_resid_post")
+    training.add_argument("--data", default=None, help=f"JSONL/TSV/CSV/Parquet path or irds:ID (default: {SAMPLE_NAME})")
+    training.add_argument("--out", required=True, help="the SAE's folder (cfg.json, sae_weights.safetensors, "
+                          "training.json)")
+    training.add_argument("--resume", action="store_true", help="continue an interrupted training run in --out")
+    for spec in fields(TrainingSettings):
+        kind = float if spec.name in ("lr", "aux_coefficient", "held_out") else int
+        text = spec.metadata["help"]
+        shown = "" if spec.default is None else f" (default: {spec.default:g})"
+        training.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=kind, default=spec.default,
+                              help=text + shown)
+    _model_placement(training)
+    training.set_defaults(run=_sae_train)

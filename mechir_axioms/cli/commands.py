@@ -220,6 +220,26 @@ def _intervene(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sae_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from ..features.training import TrainingSettings, sae_folder, train_sae
+    from ..models.loading import load_ranker
+
+    settings = TrainingSettings(**{spec.name: getattr(args, spec.name) for spec in fields(TrainingSettings)})
+    sae_folder(args.out, args.resume).check()  # bad settings and folders fail before the model loads
+    with _warnings_printed():
+        ranker = load_ranker(args.model, kind=args.kind, device=args.device, dtype=args.dtype)
+        sae, facts = train_sae(ranker, args.site, args.data, settings, out=args.out, resume=args.resume)
+    held = facts["held_out"]
+    print(f"{sae.hook_name}: {sae.config.d_sae} latents, k {sae.config.k}, trained on {facts['training_tokens']} "
+          f"tokens in {facts['seconds']:.0f} s")
+    print(f"held out ({held['tokens']} tokens of unseen queries): fraction of variance unexplained {held['fvu']:.3f}, "
+          f"L0 {held['l0']:.1f}, dead latents {held['dead_share']:.1%}")
+    print(f"sae: {args.out}")
+    return 0
+
+
 def _figure(args: argparse.Namespace) -> int:
     from ..plot import write_grid
 

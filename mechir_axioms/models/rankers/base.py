@@ -351,6 +351,7 @@ def intervention_words(facts: dict[str, Any]) -> str:
         parts.append(f"{facts.get('op')}{factor} on head{'s' if len(facts['heads']) > 1 else ''} "
                      f"{', '.join(facts['heads'])}")
     parts += [f"steer at {site}" for site in facts.get("steer") or {}]
+    parts += [f"an SAE spliced at {sae['site']}" for sae in facts.get("saes") or []]
     return " and ".join(parts)
 
 
