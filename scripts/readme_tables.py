@@ -58,7 +58,7 @@ def sae(records: dict[str, dict[str, Any]]) -> str:
             f"{first['dead latents']} dead latents). Spliced in, nDCG@10 on the judged TREC DL passages it did not "
             f"see is unchanged ({passages['nDCG@10 spliced']:.4f}); with the reconstruction alone in place of the "
             f"activation it falls from {passages['nDCG@10 plain']:.4f} to {passages['nDCG@10 reconstruction only']:.4f} "
-            f"(see [what an SAE costs](docs/guide/features.md#what-an-sae-on-minilm-costs)).\n")
+            f"(see [what an SAE costs](docs/guide/performance.md#a-sparse-autoencoder-on-minilm)).\n")
 
 
 BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {"main-job": main_job, "sae": sae}
