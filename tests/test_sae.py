@@ -193,6 +193,9 @@ BAD_FILES = {
                 "names no site"),
     "layer norm": (lambda config, tensors: ({**config, "normalize_activations": "layer_norm"}, tensors),
                    "normalize_activations 'layer_norm' is not supported"),
+    "k above d_sae": (lambda config, tensors: ({**config, "k": 17}, tensors), "k 17 is more than the 16 latents"),
+    "finetuning factor": (lambda config, tensors: ({**config, "finetuning_scaling_factor": True}, tensors),
+                          "finetuning_scaling_factor"),
 }
 
 
@@ -270,6 +273,8 @@ def test_saes_that_do_not_fit_the_ranker_are_refused(minilm):
         check_saes(minilm, [random_sae(6, 16, site="blocks.2.hook_resid_post")])
     with pytest.raises(MechirError, match="'blocks.9.hook_resid_post' is not a hook of"):
         check_saes(minilm, [random_sae(384, 16, site="blocks.9.hook_resid_post")])
+    with pytest.raises(MechirError, match="is an attention pattern"):
+        check_saes(minilm, [random_sae(384, 16, site="blocks.2.attn.hook_pattern")])
     with pytest.raises(MechirError, match="two SAEs read site blocks.2.hook_resid_post"):
         check_saes(minilm, [random_sae(384, 16, site="blocks.2.hook_resid_post")] * 2)
 

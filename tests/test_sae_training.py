@@ -15,7 +15,8 @@ from mechir_axioms.features.activations import site_rows
 from mechir_axioms.features.training import TrainingSettings, quality, train_sae
 
 SITE = "blocks.1.hook_resid_post"
-SMALL = TrainingSettings(latents=64, k=4, steps=6, batch_tokens=64, max_pairs=40, checkpoint_every=2)
+SMALL = TrainingSettings(latents=256, k=4, steps=6, batch_tokens=64, max_pairs=40, checkpoint_every=2, dead_tokens=1)
+"""A latent silent for one batch is dead: AuxK runs from the first step, so a resumed run must restore the counts."""
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,8 @@ def test_a_killed_run_resumes_to_the_same_sae(ranker, tmp_path, monkeypatch):
         train_sae(ranker, SITE, settings=SMALL, out=tmp_path / "killed", progress=False)
     monkeypatch.setattr(training, "_step", step)
     assert (tmp_path / "killed" / training.CHECKPOINT).is_file()  # steps 1-4 kept
+    kept = torch.load(tmp_path / "killed" / training.CHECKPOINT, weights_only=True)
+    assert (kept["since_fired"] > SMALL.dead_tokens).any(), "some latent is dead at the checkpoint: AuxK ran"
     with pytest.raises(MechirError, match="add --resume"):
         train_sae(ranker, SITE, settings=SMALL, out=tmp_path / "killed", progress=False)
     with pytest.raises(MechirError, match="trained with other settings"):
@@ -116,6 +119,7 @@ def test_the_fold_of_the_training_scale_is_exact():
     ({"k": 0}, "k=0 is not valid for training an SAE; use between 1 and latents"),
     ({"held_out": 1.0}, "held_out=1.0 is not valid"),
     ({"steps": 0}, "steps=0 is not valid"),
+    ({"batch_tokens": 1}, "batch_tokens=1 is not valid"),
 ])
 def test_bad_training_settings_are_named(change, message):
     with pytest.raises(MechirError, match=message):
@@ -170,3 +174,20 @@ def test_data_of_one_query_is_refused(ranker, tmp_path):
     one = frame[frame["qid"] == frame["qid"].iloc[0]]
     with pytest.raises(MechirError, match="at least two"):
         train_sae(ranker, SITE, one, SMALL, progress=False)
+
+
+def test_auxk_has_dead_latents_reconstruct_the_error():
+    """A latent dead for longer than dead_tokens takes part in AuxK: the loss grows by the auxiliary term and the
+    dead latents' decoder rows get a gradient; with none dead the loss is the normalised MSE alone."""
+    settings = TrainingSettings(latents=64, k=1, dead_tokens=10, aux_k=4)  # 8 tokens fire at most 8 latents
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 6, generator=generator)
+    sae = training.initial_sae("s", 6, settings, x.mean(0), generator)
+    counts = torch.zeros(64, dtype=torch.long)
+    plain = training._step(sae, x, counts, TrainingSettings(latents=64, k=1, dead_tokens=10**9), 4)
+    fired = (sae.encode(x) > 0).any(0)
+    assert (counts == 8).sum() == (~fired).sum() and (counts[fired] == 0).all()  # tokens since each last fired
+    with_aux = training._step(sae, x, torch.full((64,), 1000, dtype=torch.long), settings, 4)
+    with_aux.backward()
+    assert with_aux.item() > plain.item()
+    assert (sae.W_dec.grad[~fired].abs().sum(-1) > 0).any(), "no dead latent's row learned from the error"

@@ -106,6 +106,9 @@ def _from_saelens(folder: Path, config: dict[str, Any], hook_name: str | None) -
         raise SaeError(f"{where}: architecture {architecture!r} is not supported; use {', '.join(ARCHITECTURES)}")
     if architecture == "topk" and not (isinstance(k, int) and k > 0):
         raise SaeError(f"{where}: a topk SAE needs k, a positive integer (found {k!r})")
+    if config.get("finetuning_scaling_factor"):
+        raise SaeError(f"{where}: finetuning_scaling_factor (SAELens before 6) is not supported; load the SAE in "
+                       "SAELens 6, which folds it, and save it again")
     normalisation = config.get("normalize_activations")
     if normalisation is True:
         normalisation = "expected_average_only_in"
@@ -113,6 +116,8 @@ def _from_saelens(folder: Path, config: dict[str, Any], hook_name: str | None) -
         raise SaeError(f"{where}: normalize_activations {normalisation!r} is not supported; use none or "
                        "expected_average_only_in (its factor folded into the weights)")
     sizes = _sizes(where, config)
+    if architecture == "topk" and k > sizes[1]:
+        raise SaeError(f"{where}: k {k} is more than the {sizes[1]} latents (d_sae)")
     known = {"d_in", "d_sae", "dtype", "device", "apply_b_dec_to_input", "normalize_activations",
              "reshape_activations", "metadata", "architecture", "k", "rescale_acts_by_decoder_norm", "hook_name",
              "hook_point", "activation_fn", "activation_fn_str", "activation_fn_kwargs"}

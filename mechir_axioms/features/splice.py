@@ -26,6 +26,9 @@ _PROBE = ("what is a query", "a passage about a query")
 
 def site_width(ranker: Ranker, hook_name: str) -> int:
     """The width an SAE at `hook_name` reads: the activation's last dimension (heads flattened for hook_z)."""
+    if hook_name.endswith("hook_pattern"):
+        raise SaeError(f"site {hook_name!r} is an attention pattern; an SAE reads an activation such as "
+                       "blocks.3.hook_resid_post or blocks.3.attn.hook_z")
     if hook_name not in ranker.sites:
         shown = ", ".join(name for name in ranker.hook_names if ".hook_resid" in name)[:200]
         raise SaeError(f"site {hook_name!r} is not a hook of {ranker.name} (a {ranker.kind} ranker); its sites "
@@ -58,9 +61,11 @@ def splice_hooks(saes: Sequence[SparseAutoencoder], edit: LatentEdit | None = No
             flat = activation.flatten(-2) if activation.dim() == 4 else activation  # hook_z: [.., head, d_head]
             latents = sae.encode(flat)
             edited = edit(sae, latents) if edit is not None else latents
-            # decode(edited) + error, with error = x - decode(latents): written as x plus the decoded change, so
-            # unchanged latents give x itself, bit for bit, and a one-latent edit adds only that latent's change
-            return (flat + (sae.decode(edited) - sae.decode(latents))).reshape(activation.shape)
+            # decode(edited) + error, with error = x - decode(latents): written as x plus the change of the code
+            # through the decoder, so unchanged latents give x itself, bit for bit, and a one-latent edit adds only
+            # that latent's row (no difference of two whole reconstructions, which rounds in low precision)
+            change = (edited - latents) @ sae._weights(flat)["W_dec"]
+            return (flat + change).reshape(activation.shape)
 
         return spliced
 

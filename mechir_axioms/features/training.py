@@ -1,7 +1,7 @@
 """Train a TopK sparse autoencoder (Gao et al. 2024) on a ranker's activations at one site.
 
 The recipe is Gao et al.'s: the decoder's rows kept at unit norm, the encoder initialised as the decoder's
-transpose, b_dec at the data's mean, inputs scaled to an expected squared norm of d_in during training (the
+transpose, b_dec at the data's mean, inputs scaled to a mean norm of sqrt(d_in) during training (the
 factor is folded into the weights at the end, as SAELens folds it, so the saved SAE reads raw activations), and
 an auxiliary loss (AuxK) that has the latents dead for a while reconstruct the main reconstruction's error.
 The queries are split first: the SAE trains on the activations of most queries' texts and is measured on the
@@ -11,7 +11,9 @@ output folder and resumes bit for bit; a fixed seed gives the same SAE.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,7 +68,7 @@ class TrainingSettings:
             ("latents", self.latents, "an integer from 2 to 2^20", not 2 <= self.latents <= 2**20),
             ("k", self.k, f"between 1 and latents ({self.latents})", not 1 <= self.k <= self.latents),
             ("steps", self.steps, "an integer of at least 1", self.steps < 1),
-            ("batch_tokens", self.batch_tokens, "an integer of at least 1", self.batch_tokens < 1),
+            ("batch_tokens", self.batch_tokens, "an integer of at least 2", self.batch_tokens < 2),
             ("held_out", self.held_out, "a share in (0, 1)", not 0 < self.held_out < 1),
             ("lr", self.lr, "a positive number", self.lr is not None and not 0 < self.lr < math.inf),
             ("aux_k", self.aux_k, "a positive integer", self.aux_k is not None and self.aux_k < 1),
@@ -94,7 +96,7 @@ def split_queries(frame: Any, held_out: float, seed: int) -> tuple[Any, Any]:
     """(training pairs, held-out pairs): whole queries on either side, at least one query held out."""
     queries = np.array(sorted(frame["qid"].astype(str).unique()))
     order = np.random.default_rng(seed).permutation(len(queries))
-    held = set(queries[order[: max(1, round(held_out * len(queries)))]])
+    held = set(queries[order[: min(len(queries) - 1, max(1, round(held_out * len(queries))))]])
     mask = frame["qid"].astype(str).isin(held).to_numpy()
     return frame[~mask], frame[mask]
 
@@ -195,9 +197,9 @@ def train_sae(ranker: Ranker, site: str, data: DataSource = None, settings: Trai
     with folder if folder is not None else _no_folder() as out_folder:
         if out_folder is not None and resume and out_folder.path(CHECKPOINT).is_file():
             state = torch.load(out_folder.path(CHECKPOINT), weights_only=True, map_location="cpu")
-            if state["settings"] != _deciding(settings, site, source):
-                raise SettingsError(f"{out_folder.root} holds an SAE trained with other settings; choose another "
-                                    "folder, or the settings it was trained with")
+            if state["settings"] != _deciding(settings, site, source, ranker):
+                raise SettingsError(f"{out_folder.root} holds an SAE trained with other settings, site, data or "
+                                    "model; choose another folder, or resume with those it was trained with")
             sae.load_state_dict(state["sae"])
             optimiser.load_state_dict(state["optimiser"])
             since_fired, first = state["since_fired"].to(ranker.device), state["step"]
@@ -213,7 +215,7 @@ def train_sae(ranker: Ranker, site: str, data: DataSource = None, settings: Trai
                     sae.W_dec.data /= sae.W_dec.data.norm(dim=-1, keepdim=True)
                 bar.update(1)
                 if out_folder is not None and (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
-                    _checkpoint(out_folder, sae, optimiser, since_fired, step + 1, _deciding(settings, site, source))
+                    _checkpoint(out_folder, sae, optimiser, since_fired, step + 1, _deciding(settings, site, source, ranker))
         sae = sae.cpu()
         _fold_scale(sae, scale)
         facts = {"site": site, "model": ranker.name, "data": source, "settings": asdict(settings),
@@ -251,9 +253,11 @@ def _fold_scale(sae: SparseAutoencoder, scale: float) -> None:
         sae.b_dec.div_(scale)
 
 
-def _deciding(settings: TrainingSettings, site: str, source: str) -> dict[str, Any]:
+def _deciding(settings: TrainingSettings, site: str, source: str, ranker: Ranker) -> dict[str, Any]:
+    """What a checkpoint must share with a run that resumes it: the settings, the site, the data, the model."""
     deciding = {key: value for key, value in asdict(settings).items() if key != "checkpoint_every"}
-    return {**deciding, "site": site, "data": source}
+    model = hashlib.sha256(json.dumps(ranker.fingerprint(), sort_keys=True, default=str).encode()).hexdigest()
+    return {**deciding, "site": site, "data": source, "model": model}
 
 
 def _checkpoint(folder: OutputFolder, sae: SparseAutoencoder, optimiser: torch.optim.Optimizer,
