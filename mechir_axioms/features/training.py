@@ -16,6 +16,7 @@ import io
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,7 @@ def train_sae(ranker: Ranker, site: str, data: DataSource = None, settings: Trai
     since_fired = torch.zeros(settings.latents, dtype=torch.long).to(ranker.device)
     first = 0
     aux_k = settings.aux_k or max(1, d_in // 2)
-    with folder if folder is not None else _no_folder() as out_folder:
+    with folder if folder is not None else nullcontext() as out_folder:
         if out_folder is not None and resume and out_folder.path(CHECKPOINT).is_file():
             state = torch.load(out_folder.path(CHECKPOINT), weights_only=True, map_location="cpu")
             if state["settings"] != _deciding(settings, site, source, ranker):
@@ -267,12 +268,3 @@ def _checkpoint(folder: OutputFolder, sae: SparseAutoencoder, optimiser: torch.o
                 "step": step, "settings": deciding}, buffer)
     folder.write(CHECKPOINT, lambda temporary: temporary.write_bytes(buffer.getvalue()))
     folder.keep()
-
-
-class _no_folder:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: Any) -> bool:
-        return False
-
