@@ -21,7 +21,9 @@ from .analysis.effectiveness import (MEASURES, RESAMPLES, check_judged_run, comp
 from .analysis.findings import agrees
 from .auditing.pipeline import audit
 from .core.errors import DataError, SettingsError
-from .models.head_edits import HeadLike, check_intervention, intervene
+from .features.interventions import Feature, check_features, feature_label, intervene
+from .features.splice import check_saes
+from .models.head_edits import HeadLike, check_intervention
 from .models.loading import load_ranker
 from .models.rankers import Ranker
 from .passages.loading import DataSource, load_data
@@ -120,6 +122,7 @@ def assess_intervention(
     settings: Settings | None = None,
     folder: str | Path | None = None,
     progress: bool = True,
+    features: Sequence[Feature] = (),
     **overrides: Any,
 ) -> InterventionResult:
     """Audit `axioms` on `data` with and without the intervention (heads, op, factor: see models.head_edits.
@@ -128,23 +131,37 @@ def assess_intervention(
     The re-audits run `settings` with `overrides` (default: the audit's Settings, but the heads step only and no
     replication splits: the flags that matter here are the heads'). op "mean" takes each head's mean over
     `reference` seeded judged pairs (or given (queries, passages)). With `folder`, the result is saved there (see
-    InterventionResult.save)."""
+    InterventionResult.save). `features` [(sae, latent), ...] are changed by `op` (ablate, scale, steer) through
+    their spliced SAEs instead of heads (see features.interventions.intervene)."""
     started = time.perf_counter()
+    features = list(features)
     if folder is not None:
         intervention_folder(folder).check()  # before any work: the folder is written only when all is done
     ranker = ranker if isinstance(ranker, Ranker) else load_ranker(ranker)
-    check_intervention(ranker, heads, op, factor, reference if op == "mean" else None)
+    if features:
+        if heads:
+            raise SettingsError("give heads or features, not both: measure one intervention at a time")
+        check_features(features, op, factor)
+        check_saes(ranker, list(dict.fromkeys(sae for sae, _ in features)))
+    else:
+        check_intervention(ranker, heads, op, factor, reference if op == "mean" else None)
     frame, source = load_data(judged if judged is not None else data)
     qrels = qrels_of(frame)
     candidates, run_source = _candidates(frame, run, qrels, source)
     pairs = _reference(frame.dropna(subset=["relevance"]), reference, seed) if op == "mean" else None
     chosen = (settings or INTERVENTION_DEFAULTS).but(n=n, seed=seed, **overrides)
+    sae_folders = chosen.saes
+    if "features" not in chosen.steps:
+        chosen = chosen.but(saes=())  # the SAEs name the features to change; the re-audits patch heads
     before = audit(ranker, axioms, data, chosen, progress=progress)
     queries_before = _effectiveness(ranker, candidates, qrels, progress)
-    with intervene(ranker, heads, op, factor, pairs) as intervention:
+    with intervene(ranker, heads, op, factor, pairs, features=features) as intervention:
         after = audit(ranker, axioms, data, chosen, progress=progress)
         queries_after = _effectiveness(ranker, candidates, qrels, progress)
-    facts = {**intervention.describe(), "label": intervention.label()}
+    if features:
+        facts = {**intervention, "label": feature_label(features, op, factor)}
+    else:
+        facts = {**intervention.describe(), "label": intervention.label()}
     after.manifest["intervention"] = facts
     settings = before.manifest["settings"]
     manifest = {
@@ -153,7 +170,7 @@ def assess_intervention(
         "run": run_source, "queries": int(len(queries_before)), "passages": int(len(candidates)),
         "measures": [str(measure) for measure in MEASURES], "resamples": RESAMPLES, "seed": seed,
         "alpha": settings["alpha"], "reference_pairs": len(pairs[0]) if pairs else None,
-        "command": _command(ranker, facts, op, axioms, data, n, seed, folder),
+        "command": _command(ranker, facts, op, axioms, data, n, seed, folder, sae_folders),
     }
     result = InterventionResult(
         facts, axiom_changes(before, after, settings["tolerance"], seed),
@@ -166,10 +183,12 @@ def assess_intervention(
 
 
 def _command(ranker: Ranker, facts: dict[str, Any], op: str, axioms: Sequence[str], data: DataSource, n: int,
-             seed: int, folder: str | Path | None) -> str | None:
-    """The `mechir-axioms intervene` command of these arguments (None when the data is an in-memory frame)."""
-    if isinstance(data, pd.DataFrame):
+             seed: int, folder: str | Path | None, sae_folders: Sequence[str] = ()) -> str | None:
+    """The `mechir-axioms intervene` command of these arguments (None when the data is an in-memory frame, or when
+    features were changed by SAEs given as objects rather than folders)."""
+    if isinstance(data, pd.DataFrame) or ("features" in facts and not sae_folders):
         return None
-    return intervene_command(facts["heads"], op, [getattr(axiom, "name", axiom) for axiom in axioms], model=ranker.name,
-                             factor=facts.get("factor"), data=None if data is None else str(data), n=n, seed=seed,
-                             out=None if folder is None else str(folder))
+    return intervene_command(facts.get("heads", ()), op, [getattr(axiom, "name", axiom) for axiom in axioms],
+                             model=ranker.name, factor=facts.get("factor"), data=None if data is None else str(data),
+                             n=n, seed=seed, out=None if folder is None else str(folder),
+                             features=facts.get("features", ()), saes=sae_folders)

@@ -16,6 +16,7 @@ from ..analysis.clusters import smallest_p
 from ..analysis.findings import SIGN_FLIPS, Changes, effects_frame, pair_changes, select, units_of
 from ..executing.base import Executor
 from ..executing.jobs import Job
+from ..features.sae import SparseAutoencoder
 from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
 from ..patching.result import PatchResult
@@ -59,6 +60,8 @@ class AuditContext:
     executor: Executor
     clean_runs: CleanRuns | None
     progress: bool
+    saes: list[SparseAutoencoder] = field(default_factory=list)
+    """The SAEs of Settings.saes, loaded and checked against the ranker: the features step patches their latents."""
     pair_changes: dict[str, pd.DataFrame] = field(default_factory=dict)
     """Per flagged step, each pair's change per unit (see analysis.findings.pair_changes), for paired comparisons."""
 

@@ -22,9 +22,12 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .. import report  # noqa: F401  (registers the report's pages, which Audit.save writes)
 from ..analysis.findings import behaviour, equivalence_margin, units_of
+from ..core.errors import SettingsError
 from ..core.outputs import OutputFolder
 from ..executing.base import Executor
 from ..executing.registry import running
+from ..features.files import load_sae
+from ..features.splice import check_saes, sae_digest
 from ..models.loading import load_ranker
 from ..models.rankers import Ranker
 from ..pairs.compile import check_selection, make_pairs, unjudged_note
@@ -44,6 +47,9 @@ def check_settings(settings: Settings) -> Settings:
     """Refuse, before any work, steps that are not registered or lack what they need, and a method that cannot
     measure a step's target (naming the methods that can)."""
     check_steps(settings.steps)
+    if settings.saes and "features" not in settings.steps:
+        raise SettingsError(f"saes={list(settings.saes)!r} is given but steps={list(settings.steps)!r} lacks features; "
+                            f"add it (--steps {','.join((*settings.steps, 'features'))})")
     for step in in_order(settings.steps):
         if step.method is None:
             method_for(settings.method, step.target)
@@ -83,15 +89,18 @@ def audit(
     frame, source = load_data(data)  # bad data fails here, before the model loads
     for spec in specs:
         check_selection(spec, frame, source)
+    saes = [load_sae(path) for path in settings.saes]  # and bad SAE files
     if not isinstance(ranker, Ranker):
         ranker = load_ranker(ranker)
+    check_saes(ranker, saes)
     settings = settings.but(axioms=tuple(spec.name for spec in specs), model=ranker.name, data=source)
     identity = {"model": ranker.fingerprint(), "data_hash": data_hash(frame),
-                "spec_hashes": {spec.name: spec.spec_hash for spec in specs}}
+                "spec_hashes": {spec.name: spec.spec_hash for spec in specs},
+                **({"saes": {sae.hook_name: sae_digest(sae) for sae in saes}} if saes else {})}
     with (_output(folder, resume) as out, running(executor) as runner,
           Checkpoints(out, settings.deciding(), identity) as work):
         runner.bind(ranker, settings.cache_mib * 2**20)  # every worker process keeps a store of that size
-        context = AuditContext(ranker, settings, work, runner, runner.clean_runs, progress)
+        context = AuditContext(ranker, settings, work, runner, runner.clean_runs, progress, saes=saes)
         result = _run(context, specs, data, source, identity)
         result.manifest.update(unjudged_note(frame))  # nothing for judged data
         if out is not None:

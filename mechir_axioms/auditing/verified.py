@@ -9,7 +9,9 @@ unverified head's exact effect is expected beyond its screen plus the 99th perce
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,11 +48,12 @@ def screen(denoising: PatchResult, noising: PatchResult, expect: str) -> tuple[n
     return signed, np.maximum(np.abs(signed), np.mean(np.abs(blocked), axis=0))
 
 
-def chosen(values: np.ndarray, threshold: float, margin: float, budget: int) -> list[tuple[int, int]]:
-    """Heads (layer, head) whose screen reaches threshold - margin, strongest first, at most `budget`."""
+def chosen(values: np.ndarray, threshold: float, margin: float, budget: int) -> list[tuple[int, ...]]:
+    """Units (index tuples into `values`: (layer, head) for heads) whose screen reaches threshold - margin,
+    strongest first, at most `budget`."""
     order = np.argsort(-values, axis=None, kind="stable")
-    heads = [tuple(int(i) for i in np.unravel_index(flat, values.shape)) for flat in order]
-    return [head for head in heads if values[head] >= threshold - margin][:budget]
+    units = [tuple(int(i) for i in np.unravel_index(flat, values.shape)) for flat in order]
+    return [unit for unit in units if values[unit] >= threshold - margin][:budget]
 
 
 def verified_heads(record: AxiomRecord, context: AuditContext,
@@ -58,32 +61,42 @@ def verified_heads(record: AxiomRecord, context: AuditContext,
     """The symmetric change of every head (exact where verified, screened elsewhere), the first screening run, and
     what was verified: the heads, the screen's error on them and the bound on a missed flag. The two-stage
     `method` (patching.methods) names the screen (AtP*) and the exact measurement."""
+    return verified_units(record, context, "heads", method,
+                          lambda unit: Variant(unit[0], act_name("z", unit[0]), head=unit[1]),
+                          lambda unit: f"{unit[0]}.{unit[1]}")
+
+
+def verified_units(record: AxiomRecord, context: AuditContext, target: str, method: str,
+                   variant_of: Callable[[tuple[int, ...]], Variant], name_of: Callable[[tuple[int, ...]], str],
+                   **job: Any) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, dict[str, Any]]:
+    """`verified_heads` for any target: `variant_of(unit)` is the component an index tuple of the target's effects
+    names, `name_of(unit)` its name; `job` holds the patching jobs' other parts (the SAEs of features)."""
     started = time.perf_counter()
     settings, stages = context.settings, METHODS[method]
-    (change, size), denoising, noising = context.both_directions(record, "heads-screen",
-                                                                 context.job("heads", stages.screen))
+    (change, size), denoising, noising = context.both_directions(record, f"{target}-screen",
+                                                                 context.job(target, stages.screen, **job))
     signed, values = screen(denoising, noising, record.spec.expect)
     screened = time.perf_counter()
-    heads = chosen(values, settings.threshold, settings.margin, settings.verify)
+    units = chosen(values, settings.threshold, settings.margin, settings.verify)
     measured = np.zeros(values.shape, dtype=bool)
     error = np.array([])
-    if heads:
-        variants = tuple(Variant(layer, act_name("z", layer), head=head) for layer, head in heads)
-        exactly = context.job("heads", stages.verify, variants=variants)
-        name = "heads-verify-" + "-".join(f"{layer}.{head}" for layer, head in heads)
+    if units:
+        exactly = context.job(target, stages.verify, variants=tuple(variant_of(unit) for unit in units), **job)
+        names = "-".join(name_of(unit) for unit in units).replace(":", "_")
+        name = f"{target}-verify-" + (names if len(names) <= 96 else hashlib.sha256(names.encode()).hexdigest()[:16])
         (exact_change, _), _, _ = context.both_directions(record, name, exactly)
         exact_share = share(exact_change, size)
-        for index, head in enumerate(heads):
-            change[(slice(None), *head)] = exact_change[:, index]
-            measured[head] = True
-        error = np.abs(signed[tuple(np.array(heads).T)] - exact_share)
+        for index, unit in enumerate(units):
+            change[(slice(None), *unit)] = exact_change[:, index]
+            measured[unit] = True
+        error = np.abs(signed[tuple(np.array(units).T)] - exact_share)
     largest_left = float(values[~measured].max()) if (~measured).any() else 0.0
     error_99 = float(np.percentile(error, 99)) if len(error) else float("nan")
     bound = largest_left + (error_99 if len(error) else 0.0)
     verification = {
         "screened_by": stages.screen, "budget": settings.verify, "margin": settings.margin,
         "candidates": int((values >= settings.threshold - settings.margin).sum()),
-        "verified": [f"{layer}.{head}" for layer, head in heads],
+        "verified": [name_of(unit) for unit in units],
         "measured": measured.tolist(), "screened_share": signed.tolist(), "screen_value": values.tolist(),
         "largest_unverified_screen": largest_left, "screen_error_p99": error_99,
         "missed_flag_bound": bound, "bound_below_threshold": bool(bound < settings.threshold),

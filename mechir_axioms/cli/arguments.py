@@ -134,13 +134,20 @@ def parser() -> argparse.ArgumentParser:
                            help="also write the comparison as a self-contained HTML report here")
     comparing.set_defaults(run=_compare)
     intervening = commands.add_parser(
-        "intervene", help="re-audit axioms and rank the judged data with and without an intervention on heads")
-    intervening.add_argument("--heads", type=_head_list, required=True, metavar="L.H[,L.H]",
-                             help="the heads to change, as layer.head (e.g. 3.2,3.7)")
-    intervening.add_argument("--op", default="ablate", choices=INTERVENTION_OPS,
-                             help="ablate: zero the heads' outputs; mean: set them to their mean over --reference judged "
-                             "pairs; scale: multiply them by --factor (default: ablate)")
-    intervening.add_argument("--factor", type=float, default=None, help="--op scale: the factor (e.g. 2, or 0.5)")
+        "intervene", help="re-audit axioms and rank the judged data with and without an intervention on heads or SAE "
+        "features")
+    changed = intervening.add_mutually_exclusive_group(required=True)
+    changed.add_argument("--heads", type=_head_list, metavar="L.H[,L.H]",
+                         help="the heads to change, as layer.head (e.g. 3.2,3.7)")
+    changed.add_argument("--features", type=parse_names, metavar="SITE:LATENT[,...]",
+                         help="the SAE features to change, as the features step names them (e.g. 3.resid_post:17), "
+                         "of the SAEs given by --saes")
+    intervening.add_argument("--op", default="ablate", choices=(*INTERVENTION_OPS, "steer"),
+                             help="ablate: zero the heads' outputs (the features); mean: set heads to their mean over "
+                             "--reference judged pairs; scale: multiply them by --factor; steer: add --factor to the "
+                             "features at every position (default: ablate)")
+    intervening.add_argument("--factor", type=float, default=None,
+                             help="--op scale or steer: the factor (e.g. 2, or 0.5)")
     intervening.add_argument("--reference", type=int, default=64,
                              help="--op mean: seeded judged pairs over which each head's mean output is taken (default: 64)")
     _settings_flags(intervening)

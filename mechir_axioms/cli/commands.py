@@ -186,17 +186,27 @@ def _head_list(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def _check_intervention_flags(args: argparse.Namespace) -> None:
-    """--factor goes with --op scale only, which needs it; --reference is a positive count."""
-    if args.op == "scale" and args.factor is None:
-        raise SettingsError("--op scale needs --factor (e.g. --factor 2)")
-    if args.op != "scale" and args.factor is not None:
-        raise SettingsError(f"--factor applies to --op scale only; leave it out for --op {args.op}")
+    """--factor goes with --op scale (and steer, for features) only, which need it; --reference is a positive
+    count; features need --saes and cannot take the mean."""
+    factored = ("scale", "steer")
+    if args.features is not None and args.op == "mean":
+        raise SettingsError("--op mean applies to --heads; for --features use ablate, scale or steer")
+    if args.heads is not None and args.op == "steer":
+        raise SettingsError("--op steer applies to --features; for --heads use ablate, mean or scale")
+    if args.features is not None and not args.saes:
+        raise SettingsError("--features needs the folders of their SAEs: --saes DIR[,DIR]")
+    if args.op in factored and args.factor is None:
+        raise SettingsError(f"--op {args.op} needs --factor (e.g. --factor 2)")
+    if args.op not in factored and args.factor is not None:
+        raise SettingsError(f"--factor applies to --op scale or steer only; leave it out for --op {args.op}")
     if args.reference < 1:
         raise SettingsError(f"--reference {args.reference} is not valid; use a number of reference pairs of at least 1")
 
 
 def _intervene(args: argparse.Namespace) -> int:
     from ..assessing import assess_intervention
+    from ..features.files import load_sae
+    from ..features.interventions import parse_features
     from ..results.intervention import intervention_folder
     from ..models.head_edits import check_heads
     from ..models.loading import load_ranker
@@ -206,15 +216,20 @@ def _intervene(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
     intervention_folder(args.out).check()  # before the model loads
+    features = []
+    if args.features is not None:
+        saes = [load_sae(folder) for folder in settings.saes]  # bad SAE folders and names fail before the model loads
+        features = parse_features(args.features, saes)
     with _warnings_printed():
         ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
-        try:
-            check_heads(ranker, args.heads)
-        except SettingsError as error:
-            raise SettingsError(f"--heads {','.join(f'{l}.{h}' for l, h in args.heads)}: {error}") from error
-        result = assess_intervention(ranker, args.heads, args.op, args.factor, axioms, settings.data, settings.n,
-                                     settings.seed, judged=args.judged, run=args.ranking, reference=args.reference,
-                                     settings=settings, folder=args.out)
+        if not features:
+            try:
+                check_heads(ranker, args.heads)
+            except SettingsError as error:
+                raise SettingsError(f"--heads {','.join(f'{l}.{h}' for l, h in args.heads)}: {error}") from error
+        result = assess_intervention(ranker, args.heads or (), args.op, args.factor, axioms, settings.data,
+                                     settings.n, settings.seed, judged=args.judged, run=args.ranking,
+                                     reference=args.reference, settings=settings, folder=args.out, features=features)
     print(result.table())
     print(f"report: {result.report_path}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..features.sae import SparseAutoencoder
 from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
 from ..patching.api import patch, patch_variants
@@ -18,7 +19,8 @@ class Job:
     """How every chunk of one patching run is patched: a target with a method, hand-picked `variants`, or `paths`
     (sender heads into receivers, exact).
 
-    It holds no ranker, so it pickles to a few bytes; each worker runs it on its own copy of the ranker.
+    It holds no ranker, so it pickles to a few bytes (plus its SAEs' weights, if any); each worker runs it on its
+    own copy of the ranker.
     """
 
     target: str
@@ -27,6 +29,8 @@ class Job:
     delta: float
     variants: tuple[Variant, ...] | None = None
     paths: tuple[PathSpec, ...] | None = None
+    saes: tuple[SparseAutoencoder, ...] = ()
+    """The SAEs whose latents the features target (or latent variants) patch; shipped with the job."""
 
     def run(self, ranker: Ranker, pairs: PairSet, direction: str,
             clean_runs: CleanRuns | None = None) -> PatchResult:
@@ -37,9 +41,10 @@ class Job:
                                direction=direction, delta=self.delta, progress=False, clean_runs=clean_runs)
         if self.variants is not None:
             return patch_variants(ranker, pairs, list(self.variants), self.method, batch_size=self.batch_size,
-                                  direction=direction, delta=self.delta, clean_runs=clean_runs)
+                                  direction=direction, delta=self.delta, clean_runs=clean_runs,
+                                  saes=list(self.saes) or None)
         return patch(ranker, pairs, self.target, self.method, batch_size=self.batch_size, direction=direction,
-                     delta=self.delta, progress=False, clean_runs=clean_runs)
+                     delta=self.delta, progress=False, clean_runs=clean_runs, saes=list(self.saes) or None)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from tqdm.auto import tqdm
 
 from ..models.hooks import caching_hooks
 from ..models.rankers.base import Ranker
+from .sae import flattened
 
 
 def _kept(activation: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The rows [tokens, width] of an activation [batch, position, ...] at its unpadded positions."""
-    flat = activation.flatten(2) if activation.dim() == 4 else activation
+    flat = flattened(activation)
     if mask is not None and tuple(mask.shape) == tuple(flat.shape[:2]):
         return flat[mask.to(flat.device).bool()]
     return flat.reshape(-1, flat.shape[-1])

@@ -87,3 +87,15 @@ class SparseAutoencoder(nn.Module):
     def extra_repr(self) -> str:
         k = f", k={self.config.k}" if self.config.architecture == "topk" else ""
         return f"{self.config.hook_name}: {self.config.d_in} -> {self.config.d_sae}, {self.config.architecture}{k}"
+
+
+def feature_name(site: str, latent: int) -> str:
+    """A feature's short name: its site without the hook words, and its latent ("3.resid_post:17")."""
+    short = site.replace("blocks.", "").replace("attn.", "").replace("hook_", "")
+    return f"{short}:{latent}"
+
+
+def flattened(activation: torch.Tensor) -> torch.Tensor:
+    """An activation as an SAE reads it: hook_z's [..., head, d_head] flattened to [..., head x d_head] (as SAELens
+    reshapes hook_z), any other activation as it is."""
+    return activation.flatten(-2) if activation.dim() == 4 else activation

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
 from ..models.hooks import HookFn, attached
 from ..models.rankers.base import Ranker
 from .files import SaeError
-from .sae import SparseAutoencoder
+from .sae import SparseAutoencoder, flattened
 
 LatentEdit = Callable[[SparseAutoencoder, torch.Tensor], torch.Tensor]
 """edit(sae, latents [batch, position, d_sae]) -> latents: what a splice changes in the SAE's code."""
@@ -58,7 +59,7 @@ def splice_hooks(saes: Sequence[SparseAutoencoder], edit: LatentEdit | None = No
 
     def hook_for(sae: SparseAutoencoder) -> HookFn:
         def spliced(activation: torch.Tensor, name: str) -> torch.Tensor:
-            flat = activation.flatten(-2) if activation.dim() == 4 else activation  # hook_z: [.., head, d_head]
+            flat = flattened(activation)
             latents = sae.encode(flat)
             edited = edit(sae, latents) if edit is not None else latents
             # decode(edited) + error, with error = x - decode(latents): written as x plus the change of the code
@@ -78,7 +79,7 @@ def reconstruction_hooks(saes: Sequence[SparseAutoencoder]) -> list[tuple[str, H
 
     def hook_for(sae: SparseAutoencoder) -> HookFn:
         def reconstructed(activation: torch.Tensor, name: str) -> torch.Tensor:
-            flat = activation.flatten(-2) if activation.dim() == 4 else activation
+            flat = flattened(activation)
             return sae(flat).reshape(activation.shape)
 
         return reconstructed
@@ -87,16 +88,18 @@ def reconstruction_hooks(saes: Sequence[SparseAutoencoder]) -> list[tuple[str, H
 
 
 @contextmanager
-def spliced(ranker: Ranker, saes: Sequence[SparseAutoencoder], edit: LatentEdit | None = None) -> Iterator[None]:
+def spliced(ranker: Ranker, saes: Sequence[SparseAutoencoder], edit: LatentEdit | None = None,
+            describe: dict[str, Any] | None = None) -> Iterator[None]:
     """Within the block every run of `ranker` (score, patching, both towers of a two-tower ranker) goes through
     the SAEs, each at its site; leaving it (also by an exception) restores the plain model. The ranker's
-    fingerprint names the SAEs meanwhile, so a checkpoint of the spliced model is not taken for the plain one."""
+    fingerprint names the SAEs meanwhile (and `describe`, what the edit does), so a checkpoint of the spliced
+    model is not taken for the plain one."""
     check_saes(ranker, saes)
     for sae in saes:
         sae.to(ranker.device)  # once, rather than a copy of its weights at every hooked call
     facts = {"saes": [{"site": sae.hook_name, "d_sae": sae.config.d_sae, "digest": sae_digest(sae)} for sae in saes]}
     if edit is not None:
-        facts["edit"] = getattr(edit, "__name__", "edit")
+        facts["edit"] = describe if describe is not None else getattr(edit, "__name__", "edit")
     with attached(ranker.sites, splice_hooks(saes, edit)):
         ranker.interventions.append(facts)
         try:

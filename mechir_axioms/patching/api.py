@@ -6,6 +6,8 @@ replaced by the donor run's activation; the effect is (patched - receiver) / (do
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -13,10 +15,13 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..core.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TOLERANCE
 from ..core.errors import SettingsError
+from ..features.sae import SparseAutoencoder
+from ..features.splice import sae_digest
 from ..models.rankers import Ranker
 from ..pairs.pairset import PairSet
 from .attribution import attribution_batch, graddrop_batch
 from .exact import exact_batch
+from .features import latent_changes, sae_sites
 from .methods import METHODS, VARIANTS, method_for, methods_for
 from .plan import DIRECTIONS, Plan, Variant, plan, variants_plan
 from .result import PatchResult, included
@@ -34,13 +39,16 @@ def patch(
     heads: list[tuple[int, int]] | None = None,
     progress: bool = True,
     clean_runs: CleanRuns | None = None,
+    saes: Sequence[SparseAutoencoder] | None = None,
 ) -> PatchResult:
     """Patch every component of `target` for every pair; see PatchResult for the metric and shapes.
 
     target: "blocks" (resid_pre, attn_out, mlp_out x layer x position), "regions" (the same components x layer
     x token region: every position of the changed span, the rest of the changed text, the other text of a
     joint input, or the special tokens and prompt words, at once), "heads" (each head's hook_z at all
-    positions), "heads_by_pos" (the given `heads` x position) or "mlp" (each layer's mlp_out).
+    positions), "heads_by_pos" (the given `heads` x position), "mlp" (each layer's mlp_out) or "features" (each
+    latent of the given `saes` at every position: the receiver's latent replaced by the donor's through the
+    spliced SAE, its error term and other latents kept; see patching.features).
     method="exact" re-runs the model (batched, reusing cached layers); method="attribution" (AtP) is a first-order
     approximation from one forward and one backward pass per batch of pairs: (donor - receiver) x gradient, the
     donor's activation taken exactly (for a head, the pattern its patched queries and keys give is recomputed, so
@@ -53,8 +61,10 @@ def patch(
     reuse and fill (bit-identical numbers; see patching.runs.CleanRuns), or None to keep none.
     """
     width = int(pairs.tensors["length"].max())
-    the_plan = plan(target, ranker.n_layers, ranker.n_heads, width, heads, ranker.regions)
-    return _patch(ranker, pairs, the_plan, target, method, batch_size, direction, delta, progress, clean_runs)
+    features = sae_sites(ranker, saes) if target == "features" else ()
+    the_plan = plan(target, ranker.n_layers, ranker.n_heads, width, heads, ranker.regions, features)
+    return _patch(ranker, pairs, the_plan, target, method, batch_size, direction, delta, progress, clean_runs,
+                  list(saes or ()) if features else [])
 
 
 def patch_variants(
@@ -67,13 +77,25 @@ def patch_variants(
     delta: float = DEFAULT_TOLERANCE,
     progress: bool = False,
     clean_runs: CleanRuns | None = None,
+    saes: Sequence[SparseAutoencoder] | None = None,
 ) -> PatchResult:
-    """Patch a hand-picked list of components; effects have shape [pair, variant]. The rest as for `patch`."""
+    """Patch a hand-picked list of components; effects have shape [pair, variant]. Variants are all components
+    (hook sites) or all latents of the given `saes` (Variant.latent). The rest as for `patch`."""
     unknown = sorted({variant.site for variant in variants} - set(ranker.stack.sites()))
     if unknown:
         raise SettingsError(f"unknown hook name(s) {unknown} for patching")
+    latent = [variant.latent is not None for variant in variants]
+    if any(latent):
+        if not all(latent):
+            raise SettingsError("patch_variants takes either components or SAE latents, not both in one call")
+        sizes = dict(sae_sites(ranker, saes))
+        for variant in variants:
+            if variant.site not in sizes or not 0 <= variant.latent < sizes[variant.site]:
+                raise SettingsError(f"latent {variant.latent} at {variant.site} is not a latent of the SAEs given "
+                                    f"({', '.join(f'{site}: {size}' for site, size in sizes.items())})")
     the_plan = variants_plan(variants)
-    return _patch(ranker, pairs, the_plan, VARIANTS, method, batch_size, direction, delta, progress, clean_runs)
+    return _patch(ranker, pairs, the_plan, VARIANTS, method, batch_size, direction, delta, progress, clean_runs,
+                  list(saes or ()) if any(latent) else [])
 
 
 def _count_runs(the_plan: Plan, lengths: torch.Tensor) -> int:
@@ -84,7 +106,8 @@ def _count_runs(the_plan: Plan, lengths: torch.Tensor) -> int:
 
 
 def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: str, batch_size: int,
-           direction: str, delta: float, progress: bool, clean_runs: CleanRuns | None) -> PatchResult:
+           direction: str, delta: float, progress: bool, clean_runs: CleanRuns | None,
+           saes: list[SparseAutoencoder]) -> PatchResult:
     chosen = method_for(method, target)
     if chosen.two_stage:
         single = [name for name in methods_for(target) if not METHODS[name].two_stage]
@@ -101,6 +124,7 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
         )
     lengths = pairs.tensors["length"]
     names = sorted({variant.site for _, variant in the_plan.variants})
+    saes = [sae.to(ranker.device) for sae in saes if sae.hook_name in names]  # the SAEs of a latent plan
     effects = np.full((len(pairs), *the_plan.shape), np.nan)
     receiver_score = np.zeros(len(pairs))
     donor_score = np.zeros(len(pairs))
@@ -111,11 +135,13 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
     with torch.no_grad():
         for rows, runs, keep in batches_of_runs(ranker, pairs, batch_size, names, direction, receiver_score,
                                                 donor_score, delta, clean_runs):
+            changes = latent_changes(saes, runs.donor_cache, runs.receiver_cache, runs.regions) if saes else None
+            latents = (saes, changes) if saes else None
             if not exact:
                 if dropped is None:
-                    attribution_batch(ranker, runs, names, the_plan, effects, rows, lengths[rows])
+                    attribution_batch(ranker, runs, names, the_plan, effects, rows, lengths[rows], latents=latents)
                 else:
-                    graddrop_batch(ranker, runs, names, the_plan, effects, dropped, rows, lengths[rows])
+                    graddrop_batch(ranker, runs, names, the_plan, effects, dropped, rows, lengths[rows], latents)
                     dropped[[row for row, kept in zip(rows, keep) if not kept]] = np.nan
                 effects[[row for row, kept in zip(rows, keep) if not kept]] = np.nan
                 bar.update(len(rows))
@@ -128,7 +154,8 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
             ]
             skipped = [item for item in work if not keep[item[0]]]
             bar.update(len(skipped))
-            exact_batch(ranker, runs, [item for item in work if keep[item[0]]], batch_size, effects, rows, bar)
+            exact_batch(ranker, runs, [item for item in work if keep[item[0]]], batch_size, effects, rows, bar, saes,
+                        changes)
     bar.close()
     kept = included(donor_score, receiver_score, delta)
     return PatchResult(
@@ -148,6 +175,7 @@ def _patch(ranker: Ranker, pairs: PairSet, the_plan: Plan, target: str, method: 
             "batch_size": batch_size,
             "n_pairs": len(pairs),
             "package_version": __version__,
+            **({"saes": {sae.hook_name: sae_digest(sae) for sae in saes}} if saes else {}),
         },
         dropped=dropped,
     )

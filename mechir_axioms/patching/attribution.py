@@ -8,14 +8,21 @@ direct and indirect paths cancel in the full gradient shows up in one of the blo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from ..models.hooks import HookFn
 from ..models.names import act_name
 from ..models.rankers import Ranker
+from ..features.sae import SparseAutoencoder
+from .features import latent_products
 from .plan import Plan
 from .runs import Runs
+
+Latents = tuple[Sequence[SparseAutoencoder], dict[str, torch.Tensor]]
+"""The SAEs of a features plan and their latents' changes per site (patching.features.latent_changes)."""
 
 
 def blocking_hooks(layer: int) -> list[tuple[str, HookFn]]:
@@ -29,6 +36,12 @@ def _write(pairs_plan: Plan, products: dict[str, torch.Tensor], runs: Runs, effe
     """Sum each variant's (donor - receiver) x gradient products over what it patches, as a share of the pair's
     score difference, into effects[pair_rows[pair], ...]."""
     denominator = (runs.donor_score - runs.receiver_score).double()
+    if pairs_plan.variants and pairs_plan.variants[0][1].latent is not None:  # features: one sum per site
+        totals = {site: (product.double().sum(1) / denominator.unsqueeze(1)).cpu().numpy()
+                  for site, product in products.items()}
+        for position, variant in pairs_plan.variants:
+            effects[(pair_rows, *position)] = totals[variant.site][:, variant.latent]
+        return
     for position, variant in pairs_plan.variants:
         product = products[variant.site].double()
         if variant.head is not None:
@@ -49,8 +62,15 @@ def _write(pairs_plan: Plan, products: dict[str, torch.Tensor], runs: Runs, effe
                 effects[(pair_rows[pair], *position)] = item
 
 
-def _products(runs: Runs, names: list[str], gradients: list[torch.Tensor | None]) -> dict[str, torch.Tensor]:
-    """(donor - receiver activation) x gradient, summed over the last dimension: [pair, pos(, head)]."""
+def _products(runs: Runs, names: list[str], gradients: list[torch.Tensor | None],
+              latents: Latents | None = None) -> dict[str, torch.Tensor]:
+    """(donor - receiver activation) x gradient, summed over the last dimension: [pair, pos(, head)]; with
+    `latents` (the SAEs and their latents' changes), per latent: [pair, pos, d_sae]."""
+    if latents is not None:
+        saes, changes = latents
+        by_site = {sae.hook_name: sae for sae in saes}
+        return {name: latent_products(by_site[name], changes[name], gradient.detach()) if gradient is not None
+                else torch.zeros_like(changes[name]) for name, gradient in zip(names, gradients)}
     return {
         name: ((runs.donor_cache[name] - runs.receiver_cache[name]) * gradient.detach()).sum(-1)
         if gradient is not None else torch.zeros_like(runs.receiver_cache[name]).sum(-1)
@@ -59,11 +79,13 @@ def _products(runs: Runs, names: list[str], gradients: list[torch.Tensor | None]
 
 
 def attribution_batch(ranker: Ranker, runs: Runs, names: list[str], pairs_plan: Plan, effects: np.ndarray,
-                      pair_rows: list[int], lengths: torch.Tensor, blocked: int | None = None) -> None:
+                      pair_rows: list[int], lengths: torch.Tensor, blocked: int | None = None,
+                      latents: Latents | None = None) -> None:
     """Estimate every variant of `pairs_plan` for the pairs of `runs`, writing effects[pair_rows[pair], ...];
     `lengths` (host) are the pairs' token lengths, past which a position-wise variant has no effect.
     `blocked`: the layer whose attention and MLP the gradient may not pass through (GradDrop's definition, one
-    forward and backward pass per blocked layer: the reference for `graddrop_batch`), or None."""
+    forward and backward pass per blocked layer: the reference for `graddrop_batch`), or None. `latents`: the
+    SAEs and their latents' changes, for the features target."""
     grabbed: dict[str, torch.Tensor] = {}
 
     def grab(activation: torch.Tensor, name: str) -> torch.Tensor:
@@ -77,7 +99,7 @@ def attribution_batch(ranker: Ranker, runs: Runs, names: list[str], pairs_plan: 
     with torch.enable_grad():
         scores = ranker.forward(runs.receiver, hooks, context=runs.context)
         gradients = torch.autograd.grad(scores.sum(), [grabbed[name] for name in names], allow_unused=True)
-    _write(pairs_plan, _products(runs, names, list(gradients)), runs, effects, pair_rows, lengths)
+    _write(pairs_plan, _products(runs, names, list(gradients), latents), runs, effects, pair_rows, lengths)
 
 
 def _pull(outputs: list[torch.Tensor], inputs: list[torch.Tensor], gradients: list[torch.Tensor | None]) -> list:
@@ -94,7 +116,8 @@ def _minus(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Ten
 
 
 def graddrop_batch(ranker: Ranker, runs: Runs, names: list[str], pairs_plan: Plan, effects: np.ndarray,
-                   dropped: np.ndarray, pair_rows: list[int], lengths: torch.Tensor) -> None:
+                   dropped: np.ndarray, pair_rows: list[int], lengths: torch.Tensor,
+                   latents: Latents | None = None) -> None:
     """AtP into `effects` and every GradDrop variant into dropped[:, layer], from one forward pass.
 
     With layer l blocked, a component keeps the gradient of the paths that avoid l's queries, keys, values and
@@ -124,7 +147,7 @@ def graddrop_batch(ranker: Ranker, runs: Runs, names: list[str], pairs_plan: Pla
         full = torch.autograd.grad(scores.sum(), nodes + [held[name] for name in blocked], retain_graph=True,
                                    allow_unused=True)
         gradients, at = list(full[: len(nodes)]), dict(zip(blocked, full[len(nodes):]))
-        _write(pairs_plan, _products(runs, names, gradients), runs, effects, pair_rows, lengths)
+        _write(pairs_plan, _products(runs, names, gradients, latents), runs, effects, pair_rows, lengths)
         for layer in range(ranker.n_layers):
             q_k_v = [act_name(site, layer) for site in ("q", "k", "v")]
             mlp = act_name("mlp_out", layer)
@@ -132,4 +155,4 @@ def graddrop_batch(ranker: Ranker, runs: Runs, names: list[str], pairs_plan: Pla
             rest = [_minus(at[name], u) for name, u in zip(q_k_v, arriving)]
             via = _pull([held[mlp]] + [held[name] for name in q_k_v], nodes, [at[mlp]] + rest)
             left = [_minus(g, v) for g, v in zip(gradients, via)]
-            _write(pairs_plan, _products(runs, names, left), runs, dropped[:, layer], pair_rows, lengths)
+            _write(pairs_plan, _products(runs, names, left, latents), runs, dropped[:, layer], pair_rows, lengths)

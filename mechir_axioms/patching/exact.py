@@ -7,13 +7,16 @@ For each layer, the receiver's cached outputs of the layers before it are replay
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..features.sae import SparseAutoencoder
 from ..models.hooks import HookFn
 from ..models.rankers import Ranker
+from .features import adding_hooks, carries_something
 from .plan import Variant, positions_of
 from .runs import Runs, batch_rows, replaying
 
@@ -58,17 +61,28 @@ def _changes_something(ranker: Ranker, runs: Runs, items: list[WorkItem], width:
     return changed.cpu().tolist()
 
 
+def _moving(ranker: Ranker, runs: Runs, items: list[WorkItem], width: int,
+            changes: dict[str, torch.Tensor] | None) -> list[bool]:
+    """Per work item: could patching it move the score at all?"""
+    if changes is None:
+        return _changes_something(ranker, runs, items, width)
+    index = ranker.place_tensor(torch.tensor([pair for pair, _, _ in items]))
+    return carries_something(changes, index, [variant for _, _, variant in items])
+
+
 def exact_batch(ranker: Ranker, runs: Runs, work: list[WorkItem], rows_per_pass: int, effects: np.ndarray,
-                pair_rows: list[int], progress: Any) -> None:
+                pair_rows: list[int], progress: Any, saes: Sequence[SparseAutoencoder] = (),
+                changes: dict[str, torch.Tensor] | None = None) -> None:
     """Run all work items, layer by layer, `rows_per_pass` rows at a time, writing effects[pair_rows[pair], ...];
-    items that patch in nothing new have effect 0 without a run."""
+    items that patch in nothing new have effect 0 without a run. Latent variants (the features target) add their
+    latent's change through `saes`' decoders, with `changes` from patching.features.latent_changes."""
     width = runs.receiver.tokens["input_ids"].shape[1]
     by_layer: dict[int, list[WorkItem]] = {}
     for item in work:
         by_layer.setdefault(item[2].layer, []).append(item)
     for layer in sorted(by_layer):
         items = []
-        for item, changed in zip(by_layer[layer], _changes_something(ranker, runs, by_layer[layer], width)):
+        for item, changed in zip(by_layer[layer], _moving(ranker, runs, by_layer[layer], width, changes)):
             if changed:
                 items.append(item)
             else:
@@ -80,8 +94,12 @@ def exact_batch(ranker: Ranker, runs: Runs, work: list[WorkItem], rows_per_pass:
             inputs = runs.receiver.rows(index)
             context = batch_rows(runs.size, runs.context, index)
             replays = [batch_rows(runs.size, output, index) for output in runs.layer_outputs[:layer]]
-            masks = masks_for([v for _, _, v in chunk], runs.regions[index], width, ranker.n_heads)
-            hooks = _replacing(runs.donor_cache, index, masks)
+            variants = [v for _, _, v in chunk]
+            if changes is not None:
+                hooks = adding_hooks(saes, changes, index, variants)
+            else:
+                hooks = _replacing(runs.donor_cache, index, masks_for(variants, runs.regions[index], width,
+                                                                       ranker.n_heads))
             with replaying(ranker, layer, replays):
                 scores = ranker.forward(inputs, hooks, context=context)
             receiver, donor = runs.receiver_score[index], runs.donor_score[index]

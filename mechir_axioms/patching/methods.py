@@ -17,7 +17,7 @@ VARIANTS = "variants"
 """The target of `patch_variants`: a hand-picked list of components."""
 PATHS = "paths"
 """The target of `patch_paths`: sender heads into sets of receivers."""
-PLAN_TARGETS = ("blocks", "regions", "heads", "heads_by_pos", "mlp")
+PLAN_TARGETS = ("blocks", "regions", "heads", "heads_by_pos", "mlp", "features")
 """The built-in targets of plan.TARGETS, which every single-stage method measures (any plan, the same engine)."""
 
 
@@ -100,7 +100,7 @@ register_method(Method(
     estimate=True,
 ))
 register_method(Method(
-    "verified", ("heads",),
-    "AtP* screens every head, and every head that could reach a flag is measured exactly (run by audits)",
+    "verified", ("heads", "features"),
+    "AtP* screens every head (feature), and every one that could reach a flag is measured exactly (run by audits)",
     estimate=False, screen="atp*", verify="exact",
 ))

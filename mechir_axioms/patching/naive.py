@@ -6,12 +6,15 @@ the plan (which components a target has), the parsing of senders and receivers, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..core.defaults import DEFAULT_TOLERANCE
+from ..features.sae import SparseAutoencoder, feature_name, flattened
+from ..features.splice import splice_hooks
 from ..models.hooks import caching_hooks
 from ..models.names import act_name
 from ..models.rankers import Ranker
@@ -75,6 +78,41 @@ def patch_naive(ranker: Ranker, pairs: PairSet, target: str = "heads", direction
     kept = included(donor_score, receiver_score, delta)
     return PatchResult(target, "naive", effects, the_plan.dims, receiver_score, donor_score,
                        int((~kept).sum()), delta, the_plan.labels, {"model": ranker.name, "direction": direction})
+
+
+def patch_features_naive(ranker: Ranker, pairs: PairSet, saes: Sequence[SparseAutoencoder], direction: str = "to_low",
+                         delta: float = DEFAULT_TOLERANCE) -> PatchResult:
+    """Same contract as `patching.patch(target="features", method="exact")`, literally: per pair and latent, one
+    full forward pass of the receiving input with every SAE spliced in (features.splice) and that latent's code
+    replaced by the donor's at every position of the pair's tokens."""
+    sites = [sae.hook_name for sae in saes]
+    variants = [(sae, j) for sae in saes for j in range(sae.config.d_sae)]
+    effects = np.full((len(pairs), len(variants)), np.nan)
+    receiver_score, donor_score = np.zeros(len(pairs)), np.zeros(len(pairs))
+    with torch.no_grad():
+        for row in range(len(pairs)):
+            receiver, donor = _one_pair(ranker, pairs, row, sites, direction)
+            receiver_score[row], donor_score[row] = float(receiver[1][0]), float(donor[1][0])
+            if not included(donor_score[row], receiver_score[row], delta):
+                continue
+            length = int(pairs.tensors["length"][row])
+            donor_latents = {sae.hook_name: sae.encode(flattened(donor[2][sae.hook_name])) for sae in saes}
+            for column, (patched_sae, latent) in enumerate(variants):
+                def edit(sae: SparseAutoencoder, latents: torch.Tensor, patched_sae=patched_sae,
+                         latent=latent) -> torch.Tensor:
+                    if sae is not patched_sae:
+                        return latents
+                    edited = latents.clone()
+                    given = donor_latents[sae.hook_name]
+                    edited[:, :length, latent] = given[:, :length, latent]  # the pair's tokens, not padding
+                    return edited
+
+                score = float(ranker.forward(receiver[0], splice_hooks(saes, edit))[0])
+                effects[row, column] = (score - receiver_score[row]) / (donor_score[row] - receiver_score[row])
+    kept = included(donor_score, receiver_score, delta)
+    names = [feature_name(sae.hook_name, j) for sae, j in variants]
+    return PatchResult("features", "naive", effects, ("pair", "feature"), receiver_score, donor_score,
+                       int((~kept).sum()), delta, {"feature": names}, {"model": ranker.name, "direction": direction})
 
 
 def patch_paths_naive(ranker: Ranker, pairs: PairSet, senders: Any = "heads", receivers: Any = "final",

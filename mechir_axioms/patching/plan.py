@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from ..core.errors import SettingsError
+from ..features.sae import feature_name
 from ..models.layout import REGIONS
-from ..models.names import act_name
+from ..models.names import act_name, layer_of
 
 DIRECTIONS = ("to_low", "to_baseline", "to_perturbed")
 BLOCK_COMPONENTS = ("resid_pre", "attn_out", "mlp_out")
@@ -21,13 +22,15 @@ BLOCK_COMPONENTS = ("resid_pre", "attn_out", "mlp_out")
 @dataclass(frozen=True)
 class Variant:
     """One patched component: the hook `site` at `layer`, one head of hook_z (or all), and one position, or
-    every position of one token region (an index into models.layout.REGIONS, which differ pair by pair), or all."""
+    every position of one token region (an index into models.layout.REGIONS, which differ pair by pair), or all;
+    or one `latent` of the SAE at `site`, at every position (the features target)."""
 
     layer: int
     site: str
     head: int | None = None
     position: int | None = None
     region: int | None = None
+    latent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Shape:
     width: int
     regions: tuple[str, ...] = REGIONS
     heads: tuple[tuple[int, int], ...] | None = None
+    features: tuple[tuple[str, int], ...] = ()
+    """(site, d_sae) of each SAE the features target patches the latents of."""
 
 
 @dataclass(frozen=True)
@@ -128,12 +133,27 @@ def _mlp(shape: Shape) -> Plan:
     return Plan(variants, (shape.n_layers,), ("pair", "layer"), {})
 
 
+@target("features", "each latent of the given SAEs at every position, through the spliced SAE (error term kept)")
+def _features(shape: Shape) -> Plan:
+    if not shape.features:
+        raise SettingsError("target='features' needs saes=[...]: the sparse autoencoders whose latents to patch")
+    variants: list[tuple[tuple[int, ...], Variant]] = []
+    for site, d_sae in shape.features:
+        layer = layer_of(site) or 0
+        start = len(variants)
+        variants += [((start + j,), Variant(layer, site, latent=j)) for j in range(d_sae)]
+    return Plan(variants, (len(variants),), ("pair", "feature"),
+                {"feature": [feature_name(variant.site, variant.latent) for _, variant in variants]})
+
+
 def plan(target: str, n_layers: int, n_heads: int, width: int, heads: list[tuple[int, int]] | None = None,
-         regions: tuple[str, ...] = REGIONS) -> Plan:
-    """The variants of `target` for sequences up to `width` tokens (`regions`: those the "regions" target uses)."""
+         regions: tuple[str, ...] = REGIONS, features: tuple[tuple[str, int], ...] = ()) -> Plan:
+    """The variants of `target` for sequences up to `width` tokens (`regions`: those the "regions" target uses;
+    `features`: (site, d_sae) of the SAEs the "features" target patches)."""
     if target not in TARGETS:
         raise SettingsError(f"target={target!r} is not valid; use one of {', '.join(TARGETS)}")
-    return TARGETS[target].build(Shape(n_layers, n_heads, width, regions, tuple(heads) if heads else None))
+    return TARGETS[target].build(Shape(n_layers, n_heads, width, regions, tuple(heads) if heads else None,
+                                       tuple(features)))
 
 
 def variants_plan(variants: list[Variant]) -> Plan:

@@ -213,7 +213,29 @@ def _generic_view(step: Step, rows: pd.DataFrame, scale: float) -> dict[str, Any
     flagged = _flagged(rows) if step.flags and len(rows) else rows.iloc[0:0]
     return {"step": step.name, "title": step.title, "unit": step.unit, "columns": list(step.columns), "grid": grid,
             "flags": step.flags, "rows": len(rows), "flagged": flagged.head(FLAGGED_SHOWN).to_dict("records"),
-            "more_flagged": max(0, len(flagged) - FLAGGED_SHOWN), "fragile": fragile(rows) if step.flags else []}
+            "more_flagged": max(0, len(flagged) - FLAGGED_SHOWN), "fragile": fragile(rows) if step.flags else [],
+            "dashboards": dashboards(rows)}
+
+
+def dashboards(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The units that carry top-activating contexts (the features step's flagged and strongest features), flagged
+    first, strongest first: each with its contexts, the focus token apart from the tokens around it."""
+    if "contexts" not in rows or rows.empty:
+        return []
+    shown = rows[rows["contexts"].fillna("") != ""]
+    shown = pd.concat([_flagged(shown), strongest_first(shown[shown["flag"] == ""])])
+    cards = []
+    for unit in shown.to_dict("records"):
+        lines = []
+        for context in json.loads(unit["contexts"]):
+            focus, tokens = context["focus"], context["tokens"]
+            lines.append({"before": " ".join(tokens[:focus]), "token": tokens[focus] if focus < len(tokens) else "",
+                          "after": " ".join(tokens[focus + 1:]), "activation": context["activation"],
+                          "input": context["input"], "pair": context["pair"]})
+        fires = unit.get("fires")
+        cards.append({**unit, "lines": lines,
+                      "fires_percent": None if fires is None or fires != fires else 100 * float(fires)})
+    return cards
 
 
 def _other_views(audit: Audit, axiom: str) -> list[dict[str, Any]]:

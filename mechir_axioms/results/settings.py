@@ -37,12 +37,17 @@ class Settings:
     seed: int = _setting(0, "seed for pair selection, cell pairs and resampling", kind=int, low=0)
     steps: tuple[str, ...] = _setting(
         DEFAULT_STEPS, "audit steps (comma-separated): heads, cells (block component x layer x token region), blocks "
-        "(per-position maps of example pairs), paths (needs heads), or a registered step", kind=tuple)
+        "(per-position maps of example pairs), paths (needs heads), features (the latents of the saes), or a "
+        "registered step", kind=tuple)
+    saes: tuple[str, ...] = _setting(
+        (), "SAE folders (comma-separated; SAELens or sparsify format, see `mechir-axioms sae train`) whose latents "
+        "the features step patches", kind=tuple)
     method: str = _setting(
         "verified", "how heads are measured: verified (AtP* screens every head and each head that could reach a flag "
         "is patched exactly, so every flag rests on exact effects), exact on every head, or the attribution (AtP) "
         "and atp* estimates; block cells are always exact")
-    verify: int = _setting(16, "method verified: at most this many heads per axiom are patched exactly", kind=int, low=0)
+    verify: int = _setting(16, "method verified: at most this many heads (features) per axiom are patched exactly",
+                           kind=int, low=0)
     margin: float = _setting(
         0.025, "method verified: heads whose screened effect is within this of the threshold are patched exactly",
         kind=float, low=0.0)
@@ -101,6 +106,8 @@ class Settings:
             raise SettingsError("steps is empty; name at least one step (heads, cells, blocks, paths)")
         if not self.axioms:
             raise SettingsError("axioms is empty; name at least one axiom (see `mechir-axioms list`)")
+        if "features" in self.steps and not self.saes:
+            raise SettingsError("steps has features but saes is empty; give the SAE folders (--saes DIR[,DIR])")
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain JSON values (tuples become lists), as stored in the manifest."""

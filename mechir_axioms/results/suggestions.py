@@ -38,13 +38,17 @@ class Suggestion:
 
 def intervene_command(heads: Sequence[str], op: str, axioms: Sequence[str], *, model: str | None = None,
                       factor: float | None = None, data: str | None = None, n: int | None = None,
-                      seed: int | None = None, out: str | None = None, settings: Mapping[str, Any] | None = None) -> str:
+                      seed: int | None = None, out: str | None = None, settings: Mapping[str, Any] | None = None,
+                      features: Sequence[str] = (), saes: Sequence[str] = ()) -> str:
     """The `mechir-axioms intervene` command line (model and data only when not the defaults; `settings` as their
-    audit flags), shell-quoted."""
+    audit flags; `features` by name with the folders of their `saes`), shell-quoted."""
     parts = ["mechir-axioms", "intervene"]
     if model not in (None, DEFAULT_MODEL):
         parts += ["--model", str(model)]
-    parts += ["--heads", ",".join(heads), "--op", op]
+    if features:
+        parts += ["--features", ",".join(features), "--saes", ",".join(saes), "--op", op]
+    else:
+        parts += ["--heads", ",".join(heads), "--op", op]
     if factor is not None:
         parts += ["--factor", f"{factor:g}"]
     parts += ["--axioms", ",".join(axioms)]

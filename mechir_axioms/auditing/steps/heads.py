@@ -46,21 +46,21 @@ def heads(context: AuditContext, records: list[AxiomRecord], frames: dict[str, p
         record.provenance["excluded"] = {"patching": run.excluded, "delta": settings.tolerance}
         labels = unit_labels(run, ("layer", "head"))
     frame = context.findings("heads", records, changes, labels)
-    _mark_measured(frame, records, method.verify if method.screen else method.name)
+    mark_measured(frame, records, method.verify if method.screen else method.name)
     return frame
 
 
-def _mark_measured(heads: pd.DataFrame, records: list[AxiomRecord], method: str) -> None:
-    """Say how each head's effect was measured; a head that only the screen measured carries no test flag and no
-    flag."""
+def mark_measured(heads: pd.DataFrame, records: list[AxiomRecord], method: str, key: str = "verification") -> None:
+    """Say how each unit's effect was measured; a unit that only the screen measured carries no test flag and no
+    flag (`key`: where the step keeps its verification in each axiom's provenance)."""
     if heads.empty:
         heads["measured"] = pd.Series(dtype=str)
         return
     measured = np.full(len(heads), method, dtype=object)
     for record in records:
-        if "verification" in record.provenance:
+        if key in record.provenance:
             rows = (heads["axiom"] == record.name).to_numpy()
-            exact = np.asarray(record.provenance["verification"]["measured"], dtype=bool).reshape(-1)
+            exact = np.asarray(record.provenance[key]["measured"], dtype=bool).reshape(-1)
             measured[rows] = np.where(exact, "exact", "screened")
     heads["measured"] = measured
     heads.loc[heads["measured"] == "screened", ["test", "flag"]] = ""
