@@ -30,8 +30,17 @@ def tiny_case(tiny_model, short_frame):
     return ranker, make_pairs("TFC1", short_frame, ranker, n=3, seed=1)
 
 
+def _sae(ranker):
+    """A random TopK SAE on the tiny model's first residual stream, in float64, for the features target."""
+    from test_sae import random_sae
+
+    return random_sae(ranker.model.config.hidden_size, 16, "topk", "blocks.0.hook_resid_post", k=4, seed=3).double()
+
+
 def _measure(ranker, pairs, method: str, target: str):
     """One single-stage method on one target, through the public verb for that target."""
+    if target == "features":
+        return patch(ranker, pairs, target, method, delta=DELTA, progress=False, saes=[_sae(ranker)])
     if target == "variants":
         return patch_variants(ranker, pairs, VARIANTS, method, delta=DELTA)
     if target == "paths":
@@ -45,6 +54,14 @@ def test_every_registered_pair_runs(tiny_case, name, target):
     method = method_for(name, target)
     if method.two_stage:  # the screen on every component, then the verification of the strongest as variants
         screened = _measure(ranker, pairs, method.screen, target)
+        if target == "features":  # the strongest latent, verified as a latent variant
+            sae = _sae(ranker)
+            latent = int(np.nanargmax(np.abs(np.nanmean(screened.effects, axis=0))))
+            verified = patch_variants(ranker, pairs, [Variant(0, sae.hook_name, latent=latent)], method.verify,
+                                      delta=DELTA, saes=[sae])
+            exact = patch(ranker, pairs, target, method.verify, delta=DELTA, progress=False, saes=[sae])
+            np.testing.assert_allclose(verified.effects[:, 0], exact.effects[:, latent], rtol=1e-9, atol=1e-9)
+            return
         strongest = np.unravel_index(np.nanargmax(np.abs(np.nanmean(screened.effects, axis=0))),
                                      screened.effects.shape[1:])
         assert screened.dims == ("pair", "layer", "head")
@@ -87,10 +104,11 @@ def test_the_registry_declares_what_each_method_measures():
     assert methods_for("paths") == ["exact"]
     assert methods_for("variants") == ["exact", "attribution", "atp*"]
     assert methods_for("heads") == ["exact", "attribution", "atp*", "verified"]
+    assert methods_for("features") == ["exact", "attribution", "atp*", "verified"]
     assert all(methods_for(target) for target in TARGETS), "every patching target needs a method"
     assert [name for name, method in METHODS.items() if method.estimate] == ["attribution", "atp*"]
     verified = METHODS["verified"]
-    assert (verified.targets, verified.screen, verified.verify, verified.estimate) == (("heads",), "atp*", "exact", False)
+    assert (verified.targets, verified.screen, verified.verify, verified.estimate) == (("heads", "features"), "atp*", "exact", False)
     assert all(method.description and "\n" not in method.description for method in METHODS.values())
 
 
