@@ -7,6 +7,7 @@ replaced by the donor run's activation; the effect is (patched - receiver) / (do
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from .attribution import attribution_batch, graddrop_batch
 from .exact import exact_batch
 from .features import latent_changes, sae_sites
 from .methods import METHODS, VARIANTS, method_for, methods_for
-from .plan import DIRECTIONS, Plan, Variant, plan, variants_plan
+from .plan import DIRECTIONS, Plan, Variant, patched_layer, plan, variants_plan
 from .result import PatchResult, included
 from .runs import CleanRuns, batches_of_runs
 
@@ -93,6 +94,8 @@ def patch_variants(
             if variant.site not in sizes or not 0 <= variant.latent < sizes[variant.site]:
                 raise SettingsError(f"latent {variant.latent} at {variant.site} is not a latent of the SAEs given "
                                     f"({', '.join(f'{site}: {size}' for site, size in sizes.items())})")
+        # the layer is the engine's business (the first layer the patch changes), whatever the caller wrote
+        variants = [replace(variant, layer=patched_layer(variant.site, ranker.n_layers)) for variant in variants]
     the_plan = variants_plan(variants)
     return _patch(ranker, pairs, the_plan, VARIANTS, method, batch_size, direction, delta, progress, clean_runs,
                   list(saes or ()) if any(latent) else [])

@@ -18,7 +18,7 @@ from ..features.sae import SparseAutoencoder, flattened
 from ..features.splice import check_saes
 from ..models.hooks import HookFn
 from ..models.rankers import Ranker
-from .plan import Variant
+from .plan import Variant, applied_at
 
 
 def sae_sites(ranker: Ranker, saes: Sequence[SparseAutoencoder] | None) -> tuple[tuple[str, int], ...]:
@@ -61,7 +61,7 @@ def carries_something(changes: dict[str, torch.Tensor], index: torch.Tensor, var
 def adding_hooks(saes: Sequence[SparseAutoencoder], changes: dict[str, torch.Tensor], index: torch.Tensor,
                  variants: list[Variant]) -> list[tuple[str, HookFn]]:
     """Hooks that add, in row r, the change of variant r's latent through its SAE's decoder at variant r's site
-    (rows patching another site get nothing there)."""
+    (or the next block's input, see plan.applied_at; rows patching another site get nothing there)."""
     hooks = []
     for sae in saes:
         site = sae.hook_name
@@ -78,7 +78,7 @@ def adding_hooks(saes: Sequence[SparseAutoencoder], changes: dict[str, torch.Ten
             direction = sae._weights(values)["W_dec"][latents]  # [row, d_in]
             return (values + coefficient.to(values.dtype).unsqueeze(-1) * direction.unsqueeze(1)).reshape(activation.shape)
 
-        hooks.append((site, add))
+        hooks.append((applied_at(next(v for v in variants if v.site == site)), add))
     return hooks
 
 

@@ -139,11 +139,26 @@ def _features(shape: Shape) -> Plan:
         raise SettingsError("target='features' needs saes=[...]: the sparse autoencoders whose latents to patch")
     variants: list[tuple[tuple[int, ...], Variant]] = []
     for site, d_sae in shape.features:
-        layer = layer_of(site) or 0
+        layer = patched_layer(site, shape.n_layers)
         start = len(variants)
         variants += [((start + j,), Variant(layer, site, latent=j)) for j in range(d_sae)]
     return Plan(variants, (len(variants),), ("pair", "feature"),
                 {"feature": [feature_name(variant.site, variant.latent) for _, variant in variants]})
+
+
+def patched_layer(site: str, n_layers: int) -> int:
+    """The first layer a patch at `site` can change: its own, or for a block's output (hook_resid_post) the next
+    block, whose input it is, so that exact patching replays the block that wrote it too."""
+    layer = layer_of(site) or 0
+    return layer + 1 if site.endswith(".hook_resid_post") and layer + 1 < n_layers else layer
+
+
+def applied_at(variant: Variant) -> str:
+    """The hook a latent variant's change is added at: its site, or the next block's input (hook_resid_pre), the same
+    tensor, when patched_layer moved it there."""
+    if variant.site.endswith(".hook_resid_post") and variant.layer == (layer_of(variant.site) or 0) + 1:
+        return variant.site.replace(f"blocks.{variant.layer - 1}.hook_resid_post", f"blocks.{variant.layer}.hook_resid_pre")
+    return variant.site
 
 
 def plan(target: str, n_layers: int, n_heads: int, width: int, heads: list[tuple[int, int]] | None = None,

@@ -14,9 +14,8 @@ import torch
 from ...analysis.findings import strongest_first
 from ...features.sae import SparseAutoencoder, feature_name, flattened
 from ...models.hooks import caching_hooks
-from ...models.names import layer_of
 from ...patching.methods import method_for
-from ...patching.plan import Variant
+from ...patching.plan import Variant, patched_layer
 from ..context import AuditContext, AxiomRecord
 from ..examples import pair_tokens
 from ..registry import audit_step
@@ -53,7 +52,7 @@ def _summary(rows: pd.DataFrame, facts: dict[str, Any], settings: dict[str, Any]
 def features(context: AuditContext, records: list[AxiomRecord], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Each SAE latent's share of the score change per axiom, with flags, firing rates and dashboards."""
     saes = tuple(context.saes)
-    variants = [Variant(layer_of(sae.hook_name) or 0, sae.hook_name, latent=j)
+    variants = [Variant(patched_layer(sae.hook_name, context.ranker.n_layers), sae.hook_name, latent=j)
                 for sae in saes for j in range(sae.config.d_sae)]
     labels = [{"site": v.site, "latent": v.latent, "name": feature_name(v.site, v.latent)} for v in variants]
     method = method_for(context.settings.method, "features")
