@@ -308,7 +308,9 @@ def grid(audits: Sequence[Audit | str | Path], axioms: Sequence[str] | None = No
     the flag markers; rows of different shapes each keep their own. `width` in inches (7: a two-column page);
     `shown=False` builds a figure outside pyplot, for writing files only."""
     if frame not in grid_frames():
-        raise SettingsError(f"frame={frame!r} cannot be drawn as a grid; use one of {', '.join(grid_frames())}")
+        raise SettingsError(f"frame={frame!r} cannot be drawn as a grid; use one of {', '.join(grid_frames())}"
+                            + (", or features (bars)" if frame != "features" else "; features draw as bars "
+                               "(feature_bars, or `mechir-axioms figure --frame features`)"))
     loaded = [audit if isinstance(audit, Audit) else load_audit(audit) for audit in audits]
     if not loaded:
         raise SettingsError("grid needs at least one audit")
@@ -331,6 +333,49 @@ def grid(audits: Sequence[Audit | str | Path], axioms: Sequence[str] | None = No
         axes[r, 0].set_ylabel(f"{textwrap.fill(label, 28)}\nlayer", fontsize=LABEL_PT)
     _colorbar(figure, mesh, axes)
     _legend(figure, frame, [panel for row in panels for panel in row])
+    return figure
+
+
+# --- features: the strongest features per axiom, as bars --------------------------------------------------------
+FEATURES_SHOWN = 12
+"""Features drawn per panel: the strongest by |effect|, flagged ones first."""
+FLAG_COLOURS = {"encodes": "#b2182b", "violates": "#2166ac", "": "#bdbdbd"}
+
+
+def feature_bars(audits: Sequence[Audit | str | Path], axioms: Sequence[str] | None = None, *, width: float = 7.0,
+                 shown: bool = True, count: int = FEATURES_SHOWN) -> Figure:
+    """One row per audit, one column per axiom: each panel the `count` strongest SAE features of the features step
+    (flagged first), their effects as bars with 95% intervals, coloured by flag (red encodes, blue violates, grey
+    not flagged)."""
+    loaded = [audit if isinstance(audit, Audit) else load_audit(audit) for audit in audits]
+    if not loaded:
+        raise SettingsError("a feature figure needs at least one audit")
+    for audit in loaded:
+        if audit.frames.get("features", pd.DataFrame()).empty:
+            raise SettingsError(f"{_where(audit)}: this audit measured no features; audit with "
+                                f"{STEPS['features'].option()} --saes DIR")
+    names = list(axioms) if axioms else common_axioms(loaded)
+    height = 0.18 * count + 0.7
+    figure = _figure((width, height * len(loaded) + 0.5), shown)
+    axes = figure.subplots(len(loaded), len(names), squeeze=False)
+    for r, (audit, label) in enumerate(zip(loaded, row_labels(loaded))):
+        for c, axiom in enumerate(names):
+            ax = axes[r, c]
+            rows = _rows(audit, "features", axiom)
+            rows = rows.assign(strength=rows["effect"].abs(), flagged=rows["flag"] != "")
+            rows = rows.sort_values(["flagged", "strength"], ascending=False).head(count).iloc[::-1]
+            low, high = rows["effect"] - rows["ci_low"], rows["ci_high"] - rows["effect"]
+            ax.barh(range(len(rows)), rows["effect"], xerr=[low.clip(lower=0), high.clip(lower=0)],
+                    color=[FLAG_COLOURS.get(flag, FLAG_COLOURS[""]) for flag in rows["flag"]], height=0.7,
+                    error_kw={"linewidth": 0.6, "capsize": 1.5})
+            ax.axvline(0, color="black", linewidth=0.6)
+            ax.set_yticks(range(len(rows)), rows["name"])
+            ax.tick_params(labelsize=TICK_PT, length=2)
+            if r == 0:
+                ax.set_title(axiom, fontsize=LABEL_PT, fontweight="bold")
+            if r == len(loaded) - 1:
+                ax.set_xlabel("effect (share of the score change)", fontsize=LABEL_PT)
+        axes[r, 0].set_ylabel(textwrap.fill(label, 28), fontsize=LABEL_PT)
     return figure
 
 
@@ -379,7 +424,8 @@ def write_circuit(folder: str | Path, axiom: str, outputs: Sequence[str | Path])
 def write_grid(folders: Sequence[str | Path], outputs: Sequence[str | Path], axioms: Sequence[str] | None = None,
                frame: str = "heads") -> list[Path]:
     """The grid of saved audits written to each of `outputs` (their extensions checked before any work);
-    frame="circuit" writes one audit's circuit of one axiom as SVG instead."""
+    frame="circuit" writes one audit's circuit of one axiom as SVG instead, frame="features" the strongest SAE
+    features per axiom as bars (feature_bars)."""
     if frame == "circuit":
         if len(folders) != 1 or not axioms or len(axioms) != 1:
             raise SettingsError("a circuit figure takes one audit folder and one axiom (--axioms TFC1)")
@@ -387,6 +433,9 @@ def write_grid(folders: Sequence[str | Path], outputs: Sequence[str | Path], axi
     for path in outputs:
         figure_format(path)
         check_file(path, "figure")
-    figure = grid(folders, axioms, frame=frame, shown=False)
+    if frame == "features":
+        figure = feature_bars(folders, axioms, shown=False)
+    else:
+        figure = grid(folders, axioms, frame=frame, shown=False)
     return [save(figure, path) for path in outputs]
 

@@ -6,6 +6,8 @@ tests/test_readme.py fails when a block is stale. Blocks:
 
 - main-job: how long `mechir-axioms audit` (the main job) took, from audit-verified.json.
 - sae: the default SAE's training time, quality and splice cost, from sae.json.
+- sae-audit: the TFC1 feature audit with that SAE (exact against verified, the flagged features and what they fire
+  on, their ablation on nDCG@10), from sae-audit.json.
 
     python scripts/readme_tables.py --check   # exit 1, naming the stale blocks, when README.md is out of date
     python scripts/readme_tables.py --write   # rewrite the blocks in place
@@ -61,7 +63,37 @@ def sae(records: dict[str, dict[str, Any]]) -> str:
             f"(see [what an SAE costs](docs/guide/performance.md#a-sparse-autoencoder-on-minilm)).\n")
 
 
-BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {"main-job": main_job, "sae": sae}
+def sae_audit(records: dict[str, dict[str, Any]]) -> str:
+    """The feature audit: exact against verified, the flagged features with their top contexts, the ablation."""
+    record = records["sae-audit"]
+    exact, verified = record["rows"]
+    tables = {table["title"].split(" (")[0]: table for table in record.get("tables", [])}
+    found = next((table for title, table in tables.items() if title.startswith("Flagged features")), None)
+    ablated = tables.get("The encoding features ablated")
+    lines = [f"On {exact['pairs']} TFC1 pairs, exact patching of every latent took {exact['seconds']:g} s and "
+             f"verified {verified['seconds']:g} s ({record['machine']}, {record['date']}), with "
+             f"{'the same' if verified['flags equal exact'] == 'yes' else 'DIFFERENT'} feature flags "
+             f"({exact['flagged (encodes / violates)']} encoding / violating) and a missed-flag bound of "
+             f"{verified['missed-flag bound']:g}. "]
+    if found is not None:
+        rows = found["rows"]
+        lines.append(f"The verified audit of {found['title'].split('(')[1].split(')')[0]} flags "
+                     f"{len(rows)} feature{'s' if len(rows) != 1 else ''}"
+                     + (":\n\n| feature | flag | effect [95% CI] | fires | strongest contexts (firing token in brackets) |\n"
+                        "|---|---|---|---|---|\n" + "".join(
+                            f"| {row['feature']} | {row['flag']} | {row['effect']:+.3f} {row['95% CI']} | {row['fires']} | "
+                            f"{row['top contexts'].replace('|', '<br>')} |\n" for row in rows) if rows else ".\n"))
+    if ablated is not None:
+        row = ablated["rows"][0]
+        lines.append(f"\nAblating the encoding features ({row['intervention']}) changes nDCG@10 on {row['queries']} "
+                     f"judged TREC DL queries ({row['passages']} passages) from {row['nDCG@10 before']:.4f} to "
+                     f"{row['nDCG@10 after']:.4f} ({row['difference [95% CI]']}), and TFC1's agreement from "
+                     f"{row['TFC1 agreement before']} to {row['TFC1 agreement after']}.\n")
+    return "".join(lines) if lines[-1].endswith("\n") else "".join(lines) + "\n"
+
+
+BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {"main-job": main_job, "sae": sae,
+                                                                  "sae-audit": sae_audit}
 
 
 def render(text: str, records: dict[str, dict[str, Any]] | None = None) -> str:

@@ -169,3 +169,41 @@ def test_the_cli_intervenes_on_features(short_frame, sae_folder, tmp_path, capsy
     assert f"--features 3.resid_post:1,3.resid_post:2 --saes {sae_folder} --op ablate" in saved["command"]
     assert main(["intervene", "--features", "3.resid_post:1", "--out", str(tmp_path / "x")]) != 0
     assert "--features needs the folders of their SAEs: --saes DIR[,DIR]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_figure_draws_the_strongest_features(exact_audit, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from mechir_axioms.plot import feature_bars
+
+    result, folder = exact_audit
+    out = tmp_path / "features.svg"
+    assert main(["figure", str(folder), "--frame", "features", "--out", str(out)]) == 0
+    assert out.is_file() and "<svg" in out.read_text(encoding="utf-8")[:500]
+    figure = feature_bars([result], shown=False)
+    labels = [label.get_text() for label in figure.axes[0].get_yticklabels()]
+    frame = result.frames["features"]
+    strongest = frame.assign(size=frame["effect"].abs(), flagged=frame["flag"] != "").sort_values(
+        ["flagged", "size"], ascending=False)["name"].head(12)
+    assert set(labels) == set(strongest)
+
+
+def test_the_saes_setting_is_left_out_where_unused():
+    """Audits saved before `saes` existed resume (their stored settings lack it), and the reproducing command
+    names --saes only when there are SAEs."""
+    from mechir_axioms import Settings
+
+    plain = Settings()
+    assert "saes" not in plain.deciding() and "--saes" not in plain.command()
+    with_saes = Settings(steps=("heads", "features"), saes=("saes/a", "saes/b"))
+    assert with_saes.deciding()["saes"] == ["saes/a", "saes/b"]
+    assert "--saes saes/a,saes/b" in with_saes.command()
+
+
+def test_latents_may_be_numpy_integers(minilm):
+    sae = random_sae(384, 8, site=SITE)
+    with intervene(minilm, features=[(sae, np.int64(2))], op="ablate") as facts:
+        assert facts["features"] == ["3.resid_post:2"]
+    with pytest.raises(SettingsError, match="latent 2.5 is not valid; give a whole number"):
+        with intervene(minilm, features=[(sae, 2.5)]):
+            pass

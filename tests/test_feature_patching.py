@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from mechir_axioms import load_ranker, make_pairs, patch, patch_variants
 from mechir_axioms.core.errors import SettingsError
@@ -24,10 +23,14 @@ def double_ranker(request, tiny):
 
 
 def saes_for(ranker, d_sae: int = 24) -> list:
-    """Two SAEs (two sites, two architectures) sized for the ranker's residual stream, in float64."""
-    width = ranker.model.config.d_model if hasattr(ranker.model.config, "d_model") else ranker.model.config.hidden_size
+    """Three SAEs (three sites, three architectures, one reading the heads' outputs flattened) sized for the
+    ranker, in float64."""
+    config = ranker.model.config
+    width = config.d_model if hasattr(config, "d_model") else config.hidden_size
+    heads = ranker.n_heads * (config.d_kv if hasattr(config, "d_kv") else width // ranker.n_heads)
     return [random_sae(width, d_sae, "topk", "blocks.0.hook_resid_post", k=6, seed=1).double(),
-            random_sae(width, d_sae // 2, "standard", f"blocks.{ranker.n_layers - 1}.hook_resid_pre", seed=2).double()]
+            random_sae(width, d_sae // 2, "standard", f"blocks.{ranker.n_layers - 1}.hook_resid_pre", seed=2).double(),
+            random_sae(heads, d_sae // 3, "jumprelu", "blocks.0.attn.hook_z", seed=3).double()]
 
 
 @pytest.mark.parametrize("direction", ["to_baseline", "to_perturbed"])
@@ -37,7 +40,7 @@ def test_exact_features_equal_the_one_latent_per_pass_reference(double_ranker, s
     fast = patch(double_ranker, pairs, "features", batch_size=4, direction=direction, delta=1e-7, progress=False,
                  saes=saes)
     naive = patch_features_naive(double_ranker, pairs, saes, direction=direction, delta=1e-7)
-    assert fast.effects.shape == naive.effects.shape == (3, 24 + 12)
+    assert fast.effects.shape == naive.effects.shape == (3, 24 + 12 + 8)
     assert fast.labels["feature"] == naive.labels["feature"]
     assert fast.labels["feature"][0] == "0.resid_post:0"
     assert np.array_equal(np.isnan(fast.effects), np.isnan(naive.effects))
@@ -72,7 +75,7 @@ def test_attribution_of_features_tracks_the_exact_effects(double_ranker, short_f
     assert np.all(estimate.effects[exact.effects == 0] == 0)
     assert np.corrcoef(exact.effects[kept], estimate.effects[kept])[0, 1] > 0.5
     if method == "atp*":
-        assert estimate.dropped.shape == (3, double_ranker.n_layers, 36)
+        assert estimate.dropped.shape == (3, double_ranker.n_layers, 44)
 
 
 def test_attribution_is_exact_for_a_latent_read_linearly(minilm, short_frame):

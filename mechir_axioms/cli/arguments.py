@@ -169,8 +169,8 @@ def parser() -> argparse.ArgumentParser:
                         "format (repeat --out for several)")
     figure.add_argument("--frame", default="heads",
                         help="what each panel maps: heads (layer x head), cells (layer x block component x token "
-                        "region) or any registered step with a map; or circuit: one audit's flagged heads and paths for "
-                        "one axiom, as SVG (default: heads)")
+                        "region) or any registered step with a map; features: the strongest SAE features per axiom as "
+                        "bars; or circuit: one audit's flagged heads and paths for one axiom, as SVG (default: heads)")
     figure.set_defaults(run=_figure)
     _sae_commands(commands)
     return main

@@ -195,6 +195,9 @@ def _check_intervention_flags(args: argparse.Namespace) -> None:
         raise SettingsError("--op steer applies to --features; for --heads use ablate, mean or scale")
     if args.features is not None and not args.saes:
         raise SettingsError("--features needs the folders of their SAEs: --saes DIR[,DIR]")
+    if args.heads is not None and args.saes and "features" not in args.steps:
+        raise SettingsError(f"--saes {','.join(args.saes)} is given with --heads: the SAEs name --features to "
+                            "change, or add --steps ...,features to audit their features too")
     if args.op in factored and args.factor is None:
         raise SettingsError(f"--op {args.op} needs --factor (e.g. --factor 2)")
     if args.op not in factored and args.factor is not None:

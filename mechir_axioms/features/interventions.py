@@ -7,6 +7,7 @@ decoder direction times factor, added to the site); the error term and every oth
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
@@ -37,8 +38,14 @@ def check_features(features: Sequence[Feature], op: str, factor: float | None) -
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], SparseAutoencoder)):
             raise SettingsError(f"feature {item!r} is not valid; give (sae, latent) pairs")
         sae, latent = item
-        if isinstance(latent, bool) or not isinstance(latent, int) or not 0 <= latent < sae.config.d_sae:
-            raise SettingsError(f"latent {latent!r} is not a latent of the SAE at {sae.hook_name} (0 to "
+        try:
+            number = operator.index(latent) if not isinstance(latent, bool) else None
+        except TypeError:
+            number = None
+        if number is None:
+            raise SettingsError(f"latent {latent!r} is not valid; give a whole number (the latent's index)")
+        if not 0 <= number < sae.config.d_sae:
+            raise SettingsError(f"latent {number} is not a latent of the SAE at {sae.hook_name} (0 to "
                                 f"{sae.config.d_sae - 1})")
 
 
@@ -72,7 +79,7 @@ def feature_edit(features: Sequence[Feature], op: str, factor: float | None) -> 
     """The latent edit of `op` on `features`, for features.splice."""
     chosen: dict[int, list[int]] = {}
     for sae, latent in features:
-        chosen.setdefault(id(sae), []).append(latent)
+        chosen.setdefault(id(sae), []).append(operator.index(latent))
 
     def edit(sae: SparseAutoencoder, latents: torch.Tensor) -> torch.Tensor:
         mine = chosen.get(id(sae))
@@ -92,7 +99,8 @@ def feature_edit(features: Sequence[Feature], op: str, factor: float | None) -> 
 
 def describe_features(features: Sequence[Feature], op: str, factor: float | None) -> dict[str, Any]:
     """Plain JSON facts of a feature intervention: op, features by name, factor, and the SAEs' digests."""
-    facts: dict[str, Any] = {"op": op, "features": [feature_name(sae.hook_name, latent) for sae, latent in features]}
+    facts: dict[str, Any] = {"op": op, "features": [feature_name(sae.hook_name, operator.index(latent))
+                                                     for sae, latent in features]}
     if factor is not None:
         facts["factor"] = float(factor)
     facts["saes"] = {sae.hook_name: sae_digest(sae) for sae in dict.fromkeys(sae for sae, _ in features)}
@@ -101,7 +109,7 @@ def describe_features(features: Sequence[Feature], op: str, factor: float | None
 
 def feature_label(features: Sequence[Feature], op: str, factor: float | None) -> str:
     """One line in words: "ablate features 3.resid_post:17, 3.resid_post:40", "steer feature 3.resid_post:17 by 4"."""
-    names = [feature_name(sae.hook_name, latent) for sae, latent in features]
+    names = [feature_name(sae.hook_name, operator.index(latent)) for sae, latent in features]
     by = f" by {factor:g}" if op in ("scale", "steer") else ""
     return f"{op} feature{'s' if len(names) > 1 else ''} {', '.join(names)}{by}"
 

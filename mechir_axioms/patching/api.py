@@ -82,13 +82,16 @@ def patch_variants(
 ) -> PatchResult:
     """Patch a hand-picked list of components; effects have shape [pair, variant]. Variants are all components
     (hook sites) or all latents of the given `saes` (Variant.latent). The rest as for `patch`."""
-    unknown = sorted({variant.site for variant in variants} - set(ranker.stack.sites()))
+    latent = [variant.latent is not None for variant in variants]
+    if any(latent) and not all(latent):
+        raise SettingsError(f"patch_variants takes either components or SAE latents, not both in one call; got "
+                            f"{sum(latent)} latent and {len(latent) - sum(latent)} component variants")
+    # components are patched at the stack's positions; latents at any site an SAE reads (a decoder's too)
+    known = set(ranker.sites) if any(latent) else set(ranker.stack.sites())
+    unknown = sorted({variant.site for variant in variants} - known)
     if unknown:
         raise SettingsError(f"unknown hook name(s) {unknown} for patching")
-    latent = [variant.latent is not None for variant in variants]
     if any(latent):
-        if not all(latent):
-            raise SettingsError("patch_variants takes either components or SAE latents, not both in one call")
         sizes = dict(sae_sites(ranker, saes))
         for variant in variants:
             if variant.site not in sizes or not 0 <= variant.latent < sizes[variant.site]:

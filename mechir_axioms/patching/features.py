@@ -69,14 +69,14 @@ def adding_hooks(saes: Sequence[SparseAutoencoder], changes: dict[str, torch.Ten
         if not bool(mine.any()):
             continue
         latents = index.new_tensor([variant.latent if variant.site == site else 0 for variant in variants])
-        change = changes[site][index]  # [row, position, d_sae]
-        coefficient = change.gather(2, latents.view(-1, 1, 1).expand(-1, change.shape[1], 1)).squeeze(2)
-        coefficient = coefficient * mine.unsqueeze(1).to(coefficient.dtype)
+        change = changes[site]
+        coefficient = change[index, :, latents] * mine.unsqueeze(1).to(change.dtype)  # [row, position]
+        rows = sae.W_dec.detach()[latents].to(device=change.device, dtype=change.dtype)  # [row, d_in]
+        addition = coefficient.unsqueeze(-1) * rows.unsqueeze(1)  # [row, position, d_in], once per pass
 
-        def add(activation: torch.Tensor, name: str, sae=sae, coefficient=coefficient, latents=latents) -> torch.Tensor:
+        def add(activation: torch.Tensor, name: str, addition=addition) -> torch.Tensor:
             values = flattened(activation)
-            direction = sae._weights(values)["W_dec"][latents]  # [row, d_in]
-            return (values + coefficient.to(values.dtype).unsqueeze(-1) * direction.unsqueeze(1)).reshape(activation.shape)
+            return (values + addition.to(values.dtype)).reshape(activation.shape)
 
         hooks.append((applied_at(next(v for v in variants if v.site == site)), add))
     return hooks

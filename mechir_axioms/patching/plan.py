@@ -150,13 +150,15 @@ def patched_layer(site: str, n_layers: int) -> int:
     """The first layer a patch at `site` can change: its own, or for a block's output (hook_resid_post) the next
     block, whose input it is, so that exact patching replays the block that wrote it too."""
     layer = layer_of(site) or 0
-    return layer + 1 if site.endswith(".hook_resid_post") and layer + 1 < n_layers else layer
+    moves = site.startswith("blocks.") and site.endswith(".hook_resid_post") and layer + 1 < n_layers
+    return layer + 1 if moves else layer  # a decoder's blocks are not the replayed stack's: left where they are
 
 
 def applied_at(variant: Variant) -> str:
     """The hook a latent variant's change is added at: its site, or the next block's input (hook_resid_pre), the same
     tensor, when patched_layer moved it there."""
-    if variant.site.endswith(".hook_resid_post") and variant.layer == (layer_of(variant.site) or 0) + 1:
+    if (variant.site.startswith("blocks.") and variant.site.endswith(".hook_resid_post")
+            and variant.layer == (layer_of(variant.site) or 0) + 1):
         return variant.site.replace(f"blocks.{variant.layer - 1}.hook_resid_post", f"blocks.{variant.layer}.hook_resid_pre")
     return variant.site
 

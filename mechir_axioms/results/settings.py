@@ -116,6 +116,8 @@ class Settings:
     def deciding(self) -> dict[str, Any]:
         """The settings that decide the numbers, as JSON values: what a resumed audit must match."""
         decides = {spec.name for spec in fields(self) if spec.metadata["decides"]}
+        if not self.saes:  # added after audits were saved without it: those resume while it is unused
+            decides.discard("saes")
         return {key: value for key, value in self.describe().items() if key in decides}
 
     def but(self, **overrides: Any) -> Settings:
@@ -142,6 +144,8 @@ class Settings:
             if spec.name in ("model", "data") or not spec.metadata["decides"]:
                 continue
             value = getattr(self, spec.name)
+            if value == ():  # an empty list (no SAEs) is the default and has no flag value
+                continue
             parts.append(f"--{flag_name(spec.name)} {','.join(value) if isinstance(value, tuple) else value}")
         return " ".join(parts)
 

@@ -85,7 +85,8 @@ def _describe(context: AuditContext, record: AxiomRecord, saes: tuple[SparseAuto
     flagged and strongest features, `contexts`: their top activations with the tokens around them, as JSON."""
     rows = frame["axiom"] == record.name
     mine = frame[rows]
-    shown = pd.concat([mine[mine["flag"] != ""], strongest_first(mine[mine["effect"].notna()]).head(STRONGEST)])
+    unflagged = mine[(mine["flag"] == "") & mine["effect"].notna()]
+    shown = pd.concat([mine[mine["flag"] != ""], strongest_first(unflagged).head(STRONGEST)])
     wanted = {(site, int(latent)) for site, latent in zip(shown["site"], shown["latent"])}
     fires, tops = _activations(context, record, saes, wanted)
     frame.loc[rows, "fires"] = [fires[site][latent] for site, latent in zip(mine["site"], mine["latent"])]
@@ -101,7 +102,7 @@ def _describe(context: AuditContext, record: AxiomRecord, saes: tuple[SparseAuto
             start = max(0, position - WINDOW)
             contexts.append({"activation": round(value, 4), "input": which, "pair": pair,
                              "tokens": line[start : position + WINDOW + 1], "focus": position - start})
-        frame.at[index, "contexts"] = json.dumps(contexts)
+        frame.at[index, "contexts"] = json.dumps(contexts) if contexts else ""  # never fired here: no card
 
 
 def _activations(context: AuditContext, record: AxiomRecord, saes: tuple[SparseAutoencoder, ...],

@@ -50,17 +50,17 @@ def heads(context: AuditContext, records: list[AxiomRecord], frames: dict[str, p
     return frame
 
 
-def mark_measured(heads: pd.DataFrame, records: list[AxiomRecord], method: str, key: str = "verification") -> None:
+def mark_measured(frame: pd.DataFrame, records: list[AxiomRecord], method: str, key: str = "verification") -> None:
     """Say how each unit's effect was measured; a unit that only the screen measured carries no test flag and no
     flag (`key`: where the step keeps its verification in each axiom's provenance)."""
-    if heads.empty:
-        heads["measured"] = pd.Series(dtype=str)
+    if frame.empty:
+        frame["measured"] = pd.Series(dtype=str)
         return
-    measured = np.full(len(heads), method, dtype=object)
+    measured = np.full(len(frame), method, dtype=object)
     for record in records:
         if key in record.provenance:
-            rows = (heads["axiom"] == record.name).to_numpy()
+            rows = (frame["axiom"] == record.name).to_numpy()
             exact = np.asarray(record.provenance[key]["measured"], dtype=bool).reshape(-1)
             measured[rows] = np.where(exact, "exact", "screened")
-    heads["measured"] = measured
-    heads.loc[heads["measured"] == "screened", ["test", "flag"]] = ""
+    frame["measured"] = measured
+    frame.loc[frame["measured"] == "screened", ["test", "flag"]] = ""
