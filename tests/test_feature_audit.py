@@ -207,3 +207,15 @@ def test_latents_may_be_numpy_integers(minilm):
     with pytest.raises(SettingsError, match="latent 2.5 is not valid; give a whole number"):
         with intervene(minilm, features=[(sae, 2.5)]):
             pass
+
+
+def test_the_cli_names_bad_feature_flags(capsys):
+    base = ["intervene", "--axioms", "TFC1", "--out", "/nonexistent"]
+    assert main([*base, "--features", "3.resid_post:1", "--saes", "x", "--factor", "2"]) == 2
+    assert "--factor applies to --op scale or steer only; leave it out for --op ablate" in capsys.readouterr().err
+    assert main([*base, "--features", "3.resid_post:1", "--saes", "x", "--op", "mean"]) == 2
+    assert "--op mean applies to --heads" in capsys.readouterr().err
+    assert main([*base, "--heads", "0.1", "--op", "steer", "--factor", "1"]) == 2
+    assert "--op steer applies to --features" in capsys.readouterr().err
+    assert main([*base, "--heads", "0.1", "--saes", "x"]) == 2
+    assert "--saes x is given with --heads" in capsys.readouterr().err

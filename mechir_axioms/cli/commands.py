@@ -188,7 +188,7 @@ def _head_list(text: str) -> tuple[tuple[int, int], ...]:
 def _check_intervention_flags(args: argparse.Namespace) -> None:
     """--factor goes with --op scale (and steer, for features) only, which need it; --reference is a positive
     count; features need --saes and cannot take the mean."""
-    factored = ("scale", "steer")
+    factored = ("scale", "steer") if args.features is not None else ("scale",)
     if args.features is not None and args.op == "mean":
         raise SettingsError("--op mean applies to --heads; for --features use ablate, scale or steer")
     if args.heads is not None and args.op == "steer":
@@ -201,7 +201,7 @@ def _check_intervention_flags(args: argparse.Namespace) -> None:
     if args.op in factored and args.factor is None:
         raise SettingsError(f"--op {args.op} needs --factor (e.g. --factor 2)")
     if args.op not in factored and args.factor is not None:
-        raise SettingsError(f"--factor applies to --op scale or steer only; leave it out for --op {args.op}")
+        raise SettingsError(f"--factor applies to --op {' or '.join(factored)} only; leave it out for --op {args.op}")
     if args.reference < 1:
         raise SettingsError(f"--reference {args.reference} is not valid; use a number of reference pairs of at least 1")
 
