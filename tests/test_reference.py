@@ -25,9 +25,10 @@ from make_reference import CASES, OUT, reference_audit  # noqa: E402
 pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
 
 
-ADDED = {"axioms": ["queries"], "heads": ["queries", "test", "selection"], "cells": ["queries", "test", "selection"]}
-"""Columns a frame gained after the reference was written (issue 27): the queries behind each row, the test's own
-flag and the stability-selection share."""
+ADDED = {"axioms": ["queries", "features_encodes", "features_violates"], "heads": ["queries", "test", "selection"],
+         "cells": ["queries", "test", "selection"]}
+"""Columns a frame gained after the reference was written: the queries behind each row, the test's own flag and
+the stability-selection share (issue 27), and the features step's flag counts, 0 when it did not run (issue 28)."""
 REMOVED = {"heads": ["replication"], "cells": ["replication"]}
 """Columns dropped on purpose (issue 27): `replication` became `selection` (both empty when stability=0)."""
 SAMPLED_FLIPS = True
