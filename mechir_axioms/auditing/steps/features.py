@@ -5,7 +5,6 @@ top-activating tokens in context (the report's feature dashboards)."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,7 @@ from ..context import AuditContext, AxiomRecord
 from ..examples import pair_tokens
 from ..registry import audit_step
 from ..verified import verified_units
-from .heads import mark_measured
+from .heads import mark_measured, verified_summary
 
 FIELDS = ("axiom", "site", "latent", "name", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag", "fires",
           "contexts")
@@ -34,21 +33,9 @@ WINDOW = 5
 KEY = "feature_verification"
 
 
-def _summary(rows: pd.DataFrame, facts: dict[str, Any], settings: dict[str, Any]) -> str:
-    """Flag counts; for the verified method, which features were measured exactly and the missed-flag bound."""
-    flags = rows["flag"] if "flag" in rows else pd.Series(dtype=str)
-    line = f"features encoding {int((flags == 'encodes').sum())}, violating {int((flags == 'violates').sum())}"
-    checked = facts.get(KEY)
-    if checked:
-        below = "below" if checked["bound_below_threshold"] else "NOT below"
-        line += (f"; verified exactly: {', '.join(checked['verified']) or 'none'}; missed-flag bound "
-                 f"{checked['missed_flag_bound']:.3f}, {below} the threshold {settings['threshold']}")
-    return line
-
-
 @audit_step("features", title="Features", unit="feature", target="features", method=None, columns=("site", "latent"),
             reads=("saes", "method", "verify", "margin", "batch_size"), provenance=(KEY, "features"),
-            counts="features_", fields=FIELDS, summary=_summary)
+            counts="features_", fields=FIELDS, summary=verified_summary("feature", KEY))
 def features(context: AuditContext, records: list[AxiomRecord], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Each SAE latent's share of the score change per axiom, with flags, firing rates and dashboards."""
     saes = tuple(context.saes)

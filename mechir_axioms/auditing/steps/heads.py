@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,21 +16,25 @@ from ..verified import verified_heads
 FIELDS = ("axiom", "layer", "head", "name", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag")
 
 
-def _summary(rows: pd.DataFrame, facts: dict[str, Any], settings: dict[str, Any]) -> str:
-    """Flag counts, and for the verified method which heads were measured exactly and the missed-flag bound."""
-    flags = rows["flag"] if "flag" in rows else pd.Series(dtype=str)
-    line = f"heads encoding {int((flags == 'encodes').sum())}, violating {int((flags == 'violates').sum())}"
-    checked = facts.get("verification")
-    if checked:
-        below = "below" if checked["bound_below_threshold"] else "NOT below"
-        line += (f"; verified exactly: {', '.join(checked['verified']) or 'none'}; missed-flag bound "
-                 f"{checked['missed_flag_bound']:.3f}, {below} the threshold {settings['threshold']}")
-    return line
+def verified_summary(unit: str, key: str) -> Callable[[pd.DataFrame, dict[str, Any], dict[str, Any]], str]:
+    """A step's summary line: its units' flag counts, and for the verified method which units were measured exactly
+    and the missed-flag bound (kept under `key` in each axiom's provenance)."""
+    def summary(rows: pd.DataFrame, facts: dict[str, Any], settings: dict[str, Any]) -> str:
+        flags = rows["flag"] if "flag" in rows else pd.Series(dtype=str)
+        line = f"{unit}s encoding {int((flags == 'encodes').sum())}, violating {int((flags == 'violates').sum())}"
+        checked = facts.get(key)
+        if checked:
+            below = "below" if checked["bound_below_threshold"] else "NOT below"
+            line += (f"; verified exactly: {', '.join(checked['verified']) or 'none'}; missed-flag bound "
+                     f"{checked['missed_flag_bound']:.3f}, {below} the threshold {settings['threshold']}")
+        return line
+
+    return summary
 
 
 @audit_step("heads", title="Heads", unit="head", target="heads", method=None, columns=("layer", "head"),
             grid=("layer", "head"), reads=("method", "verify", "margin", "batch_size"),
-            provenance=("verification", "excluded"), counts="", fields=FIELDS, summary=_summary)
+            provenance=("verification", "excluded"), counts="", fields=FIELDS, summary=verified_summary("head", "verification"))
 def heads(context: AuditContext, records: list[AxiomRecord], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Each head's share of the score change per axiom, with flags; a head only a screen measured is not flagged."""
     settings = context.settings
