@@ -27,7 +27,7 @@ from .models.head_edits import HeadLike, check_intervention
 from .models.loading import load_ranker
 from .models.rankers import Ranker
 from .passages.loading import DataSource, load_data
-from .results.audit import Audit
+from .results.audit import Audit, load_audit
 from .results.intervention import InterventionResult, intervention_folder
 from .results.settings import INTERVENTION_DEFAULTS, Settings
 from .results.suggestions import intervene_command
@@ -59,6 +59,16 @@ def axiom_changes(before: Audit, after: Audit, tolerance: float, seed: int) -> p
                      **{f"mean_{key}": value for key, value in _renamed(mean).items()},
                      "verdict_before": facts.verdict, "verdict_after": verdict_after})
     return pd.DataFrame(rows)
+
+
+def overlap(measured: Audit, chooser: Audit) -> dict[str, Any]:
+    """How many of the pairs and queries an intervention was measured on were also in the audit that chose it."""
+    keys = ["axiom", "qid", "docno", "baseline", "perturbed"]
+    mine, theirs = measured.pairs[keys].astype(str), chooser.pairs[keys].astype(str)
+    shared = mine.merge(theirs.drop_duplicates(), on=keys, how="inner")
+    queries, chosen_queries = set(mine["qid"]), set(theirs["qid"])
+    return {"folder": None if chooser.folder is None else str(chooser.folder), "pairs": int(len(mine)),
+            "pairs_shared": int(len(shared)), "queries": len(queries), "queries_shared": len(queries & chosen_queries)}
 
 
 def _renamed(difference: dict[str, float]) -> dict[str, float]:
@@ -123,6 +133,7 @@ def assess_intervention(
     folder: str | Path | None = None,
     progress: bool = True,
     features: Sequence[Feature] = (),
+    chosen_by: str | Path | Audit | None = None,
     **overrides: Any,
 ) -> InterventionResult:
     """Audit `axioms` on `data` with and without the intervention (heads, op, factor: see models.head_edits.
@@ -132,11 +143,14 @@ def assess_intervention(
     replication splits: the flags that matter here are the heads'). op "mean" takes each head's mean over
     `reference` seeded judged pairs (or given (queries, passages)). With `folder`, the result is saved there (see
     InterventionResult.save). `features` [(sae, latent), ...] are changed by `op` (ablate, scale, steer) through
-    their spliced SAEs instead of heads (see features.interventions.intervene)."""
+    their spliced SAEs instead of heads (see features.interventions.intervene). `chosen_by`, the audit (or its
+    folder) that chose what is changed, is compared with the re-audits' pairs: the manifest and the report say how
+    many pairs and queries both share, so that an in-sample gain is not read as a held-out one."""
     started = time.perf_counter()
     features = list(features)
     if folder is not None:
         intervention_folder(folder).check()  # before any work: the folder is written only when all is done
+    chooser = load_audit(chosen_by) if isinstance(chosen_by, (str, Path)) else chosen_by
     ranker = ranker if isinstance(ranker, Ranker) else load_ranker(ranker)
     if features:
         if heads:
@@ -162,7 +176,9 @@ def assess_intervention(
         facts = {**intervention, "label": feature_label(features, op, factor)}
     else:
         facts = {**intervention.describe(), "label": intervention.label()}
+    command = _command(ranker, facts, op, axioms, data, n, seed, folder, sae_folders, chosen)
     after.manifest["intervention"] = facts
+    after.manifest["command"] = command  # a plain audit command would repeat the audit without the intervention
     settings = before.manifest["settings"]
     manifest = {
         "package": "mechir-axioms", "package_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -170,7 +186,7 @@ def assess_intervention(
         "run": run_source, "queries": int(len(queries_before)), "passages": int(len(candidates)),
         "measures": [str(measure) for measure in MEASURES], "resamples": RESAMPLES, "seed": seed,
         "alpha": settings["alpha"], "reference_pairs": len(pairs[0]) if pairs else None,
-        "command": _command(ranker, facts, op, axioms, data, n, seed, folder, sae_folders),
+        "command": command, "chosen_by": None if chooser is None else overlap(before, chooser),
     }
     result = InterventionResult(
         facts, axiom_changes(before, after, settings["tolerance"], seed),
@@ -183,12 +199,17 @@ def assess_intervention(
 
 
 def _command(ranker: Ranker, facts: dict[str, Any], op: str, axioms: Sequence[str], data: DataSource, n: int,
-             seed: int, folder: str | Path | None, sae_folders: Sequence[str] = ()) -> str | None:
-    """The `mechir-axioms intervene` command of these arguments (None when the data is an in-memory frame, or when
-    features were changed by SAEs given as objects rather than folders)."""
+             seed: int, folder: str | Path | None, sae_folders: Sequence[str] = (),
+             chosen: Settings = INTERVENTION_DEFAULTS) -> str | None:
+    """The `mechir-axioms intervene` command of these arguments, with every re-audit setting that differs from the
+    intervention defaults (None when the data is an in-memory frame, or when features were changed by SAEs given
+    as objects rather than folders)."""
     if isinstance(data, pd.DataFrame) or ("features" in facts and not sae_folders):
         return None
+    own = ("axioms", "model", "data", "n", "seed", "saes")  # given by the command's own flags
+    defaults = INTERVENTION_DEFAULTS.describe()
+    changed = {key: value for key, value in chosen.describe().items() if key not in own and value != defaults[key]}
     return intervene_command(facts.get("heads", ()), op, [getattr(axiom, "name", axiom) for axiom in axioms],
                              model=ranker.name, factor=facts.get("factor"), data=None if data is None else str(data),
                              n=n, seed=seed, out=None if folder is None else str(folder),
-                             features=facts.get("features", ()), saes=sae_folders)
+                             features=facts.get("features", ()), saes=sae_folders, settings=changed)

@@ -20,7 +20,7 @@ from .core.errors import SettingsError
 from .core.outputs import check_file, write_file
 from .report.audit_page import region_names
 from .results.audit import Audit, load_audit
-from .results.steps import STEPS, Step
+from .results.steps import STEPS, Step, with_built_in_steps
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -37,8 +37,9 @@ PNG_DPI = 300
 
 
 def grid_frames() -> list[str]:
-    """The frames a grid can draw: every registered step with a (layer, column) map."""
-    return [name for name, step in STEPS.items() if step.grid is not None]
+    """The frames a grid can draw: every registered step with a (layer, column) map (the built-in ones registered
+    in a process that has not audited)."""
+    return [name for name, step in with_built_in_steps().items() if step.grid is not None]
 
 
 def _makes(frame: str) -> str:
@@ -402,8 +403,10 @@ def save(figure: Figure, path: str | Path) -> Path:
     return write_file(path, "figure", draw)
 
 
-def write_circuit(folder: str | Path, axiom: str, outputs: Sequence[str | Path]) -> list[Path]:
-    """One saved audit's circuit for `axiom` (flagged heads and paths) as standalone SVG files."""
+def write_circuit(folder: str | Path, axiom: str, outputs: Sequence[str | Path], unflagged: int = 0) -> list[Path]:
+    """One saved audit's circuit for `axiom` (flagged heads and paths) as standalone SVG files; `unflagged` also
+    draws that many of the strongest unflagged edges, dashed. With no flagged edge there is no circuit: refused
+    (naming the strongest edges) unless `unflagged` asks for them."""
     from .report.circuit import circuit_svg
 
     for path in outputs:
@@ -416,20 +419,25 @@ def write_circuit(folder: str | Path, axiom: str, outputs: Sequence[str | Path])
     if axiom not in set(audit.paths["axiom"]):
         raise SettingsError(f"{folder}: no paths for axiom {axiom!r}; it has {', '.join(dict.fromkeys(audit.paths['axiom']))}")
     heads, paths = audit.heads[audit.heads["axiom"] == axiom], audit.paths[audit.paths["axiom"] == axiom]
-    text = circuit_svg(heads, paths, int(audit.manifest["model"]["layers"]), f"{axiom} circuit")
+    if not (paths["flag"] != "").any() and not unflagged:
+        strongest = paths.reindex(paths["effect"].abs().sort_values(ascending=False).index).head(3)
+        raise SettingsError(f"{folder}: no edge of {axiom} is flagged, so there is no circuit to draw; its strongest "
+                            f"edges are {', '.join(f'{row.name} ({row.effect:+.3f})' for row in strongest.itertuples())}"
+                            "; ask for the strongest unflagged edges (--unflagged N) to draw them, marked as unflagged")
+    text = circuit_svg(heads, paths, int(audit.manifest["model"]["layers"]), f"{axiom} circuit", unflagged)
     return [write_file(path, "figure", lambda temporary: temporary.write_text(text, encoding="utf-8"))
             for path in outputs]
 
 
 def write_grid(folders: Sequence[str | Path], outputs: Sequence[str | Path], axioms: Sequence[str] | None = None,
-               frame: str = "heads") -> list[Path]:
+               frame: str = "heads", unflagged: int = 0) -> list[Path]:
     """The grid of saved audits written to each of `outputs` (their extensions checked before any work);
-    frame="circuit" writes one audit's circuit of one axiom as SVG instead, frame="features" the strongest SAE
-    features per axiom as bars (feature_bars)."""
+    frame="circuit" writes one audit's circuit of one axiom as SVG instead (with `unflagged` of its strongest
+    unflagged edges, see write_circuit), frame="features" the strongest SAE features per axiom as bars."""
     if frame == "circuit":
         if len(folders) != 1 or not axioms or len(axioms) != 1:
             raise SettingsError("a circuit figure takes one audit folder and one axiom (--axioms TFC1)")
-        return write_circuit(folders[0], axioms[0], outputs)
+        return write_circuit(folders[0], axioms[0], outputs, unflagged)
     for path in outputs:
         figure_format(path)
         check_file(path, "figure")

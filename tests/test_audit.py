@@ -3,6 +3,8 @@ plugin's tests and tests/test_distributed.py)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -242,3 +244,53 @@ def test_fail_on_gates_the_audit_by_verdict(tiny, tmp_path, capsys):
         main([*common, "--fail-on", "violated,broken"])
     assert stopped.value.code == 2
     assert "broken is not a verdict; choose from satisfied, violated, inconclusive" in capsys.readouterr().err
+
+
+def test_resume_with_the_folder_alone_continues_with_the_audits_own_settings(tiny, tmp_path, capsys):
+    """`audit --out DIR --resume` alone continues the audit in DIR, model and all, with the settings it started
+    with; a setting flag given and different is refused, naming the flag, before any model loads."""
+    _, path = tiny("bert", "bi")
+    out = str(tmp_path / "a")
+    assert main(["audit", "--model", str(path), "--axioms", "TFC1", "--n", "8", "--targets", "heads",
+                 "--method", "attribution", "--stability", "0", "--seed", "4", "--out", out]) == 0
+    first = load_audit(out)
+    capsys.readouterr()
+    assert main(["audit", "--out", out, "--resume"]) == 0
+    again = load_audit(out)
+    assert again.manifest["settings"] == first.manifest["settings"]
+    assert "runs" not in first.manifest and again.manifest["runs"] == 2  # the header counts every run's time
+    assert again.manifest["seconds_all_runs"] > again.manifest["seconds"]
+    assert "over 2 runs (the last, which resumed the audit, took" in (tmp_path / "a" / "report.html").read_text()
+    pd.testing.assert_frame_equal(again.heads, first.heads)
+    assert main(["audit", "--out", out, "--resume", "--n", "8", "--seed", "4"]) == 0  # agreeing flags are fine
+    capsys.readouterr()
+    assert main(["audit", "--out", out, "--model", "another-model"]) == 2  # refused before loading, saying whose
+    assert f"(it holds the audit of {path} on TFC1: --resume continues that audit" in capsys.readouterr().err
+    assert main(["audit", "--out", out, "--resume", "--n", "200", "--model", "elsewhere"]) == 2
+    error = capsys.readouterr().err
+    assert f"cannot resume the audit in {out} with other settings" in error
+    assert "--model elsewhere (the audit has " in error and "--n 200 (the audit has 8)" in error
+
+
+def test_the_report_says_how_many_pairs_each_axiom_patched_cells_on(tiny_audit):
+    """The summary's cell-pair count is what ran per axiom (24 built, fewer kept), not the setting's 48 alone."""
+    html = (tiny_audit.folder / "report.html").read_text()
+    kept = {row.axiom: int(row.n) for row in tiny_audit.cells.groupby("axiom", sort=False)["n"].first().reset_index().itertuples()}
+    assert set(kept) == {"TFC1", "LNC1"} and all(count <= 24 for count in kept.values())
+    assert f"on up to 48 random pairs per axiom (TFC1 {kept['TFC1']}, LNC1 {kept['LNC1']}:" in html
+
+
+def test_settings_that_cannot_reach_a_flag_are_warned_before_patching(tiny_double):
+    """8 pairs of a few queries: the test over them may reach alpha, but stability selection's halves cannot (2/2^3
+    = 0.25 for 3 queries); 3 pairs as units cannot even in the full test (2/2^3); 24 pairs with stability 0 can."""
+    with pytest.warns(UserWarning, match=r"TFC1: no head can be flagged: stability selection's halves of \d "
+                                         r"queries cannot give p below [\d.]+ > alpha 0.05; give more pairs"):
+        audit(tiny_double, ["TFC1"], n=8, seed=3, steps=("heads",), method="attribution", tolerance=TINY_TOLERANCE,
+              progress=False)
+    with pytest.warns(UserWarning, match=r"no head can be flagged: the sign-flip test over 3 pairs cannot give p below 0.25"):
+        audit(tiny_double, ["TFC1"], n=3, seed=3, steps=("heads",), method="attribution", tolerance=TINY_TOLERANCE,
+              unit="pair", stability=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        audit(tiny_double, ["TFC1"], n=24, seed=3, steps=("heads",), method="attribution", tolerance=TINY_TOLERANCE,
+              stability=0, progress=False)

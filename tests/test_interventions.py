@@ -222,7 +222,8 @@ def test_suggestions_are_commands_the_cli_parses(flagged_audit, cross):
     for suggestion in suggestions:
         args = parser().parse_args(shlex.split(suggestion.command)[1:])
         assert args.command == "intervene" and args.model == str(folder) and args.axioms == ("TFC1",)
-        assert args.op == suggestion.op and args.n == 16 and args.seed == 0
+        assert args.op == suggestion.op and args.n == 16
+        assert args.seed == 1 and args.chosen_by == str(flagged_audit.folder)  # a fresh draw, compared with the audit
         assert args.tolerance == 1e-7 and args.threshold == 0.0 and args.alpha == 0.05  # the audit's, not the defaults
         flag = "violates" if suggestion.op == "ablate" else "encodes"
         strongest = list(flagged[flagged["flag"] == flag]["name"][:2])
@@ -243,12 +244,18 @@ def test_intervene_command_writes_audits_effectiveness_and_report(intervened, fl
     assert axiom["agreement_after"] == pytest.approx(after["agreement"])
     assert axiom["agreement_change"] == pytest.approx(after["agreement"] - before["agreement"])
     assert axiom["agreement_low"] <= axiom["agreement_change"] <= axiom["agreement_high"]
-    assert before["agreement"] == pytest.approx(flagged_audit.axioms.iloc[0]["agreement"])  # the same pairs
+    chosen = facts["chosen_by"]  # measured on a fresh draw, compared with the pairs that chose the heads
+    assert chosen["folder"] == str(flagged_audit.folder) and chosen["pairs"] == 16
+    assert chosen["pairs_shared"] < 16 and chosen["queries_shared"] <= chosen["queries"]
+    keys = ["axiom", "qid", "docno", "baseline", "perturbed"]
+    shared = pd.read_parquet(out / "before" / "pairs.parquet")[keys].merge(flagged_audit.pairs[keys], on=keys)
+    assert chosen["pairs_shared"] == len(shared)
     queries = pd.read_parquet(out / "effectiveness.parquet")
     ndcg = queries[queries["measure"] == "nDCG@10"]
     assert len(ndcg) == 65 and facts["measures"][0]["before"] == pytest.approx(ndcg["before"].mean())
     html = (out / "report.html").read_text()
     assert "nDCG@10 change per query" in html and ("cost" in html or "gained" in html or "no significant" in html)
+    assert f"{chosen['pairs_shared']} of its 16 pairs and {chosen['queries_shared']} of its" in html
 
 
 def test_intervene_report_opens_in_chromium_without_errors_or_fetches(intervened):
@@ -282,3 +289,60 @@ def test_suggestions_of_an_audit_without_flags_are_empty(flagged_audit):
     quiet = copy.deepcopy(flagged_audit)
     quiet.heads["flag"] = ""
     assert quiet.suggest_interventions() == []
+
+
+def test_the_after_audit_names_its_intervention_in_its_command_and_report(intervened):
+    """Issue 31: rerunning the after audit's command re-applies the intervention, and its report says so up top;
+    the before audit stays a plain audit of the model."""
+    suggestion, out = intervened
+    facts = json.loads((out / "intervention.json").read_text())
+    label = facts["intervention"]["label"]
+    after = json.loads((out / "after" / "manifest.json").read_text())
+    before = json.loads((out / "before" / "manifest.json").read_text())
+    assert after["intervention"]["label"] == label and "intervention" not in before
+    assert after["command"] == facts["command"] and after["command"].startswith("mechir-axioms intervene ")
+    args = parser().parse_args(shlex.split(after["command"])[1:])
+    assert [f"{layer}.{head}" for layer, head in args.heads] == list(suggestion.heads) and args.op == suggestion.op
+    assert before["command"].startswith("mechir-axioms audit")
+    html = (out / "after" / "report.html").read_text()
+    header = html[html.index("<h1>"):html.index("<h2>Summary</h2>")]
+    assert f"with {label}</h1>" in header and f"Audited with an intervention applied: {label}." in header
+    assert f"<pre>{after['command']}</pre>" in html
+    plain = (out / "before" / "report.html").read_text()
+    assert label not in plain and "intervention applied" not in plain
+
+
+def test_compare_before_after_tells_the_sides_apart_by_the_intervention(intervened, tmp_path, capsys):
+    _, out = intervened
+    label = json.loads((out / "intervention.json").read_text())["intervention"]["label"]
+    page = tmp_path / "compare.html"
+    assert main(["compare", str(out / "before"), str(out / "after"), "--html", str(page)]) in (0, 1)
+    lines = capsys.readouterr().out.splitlines()
+    old, new = (next(line.strip() for line in lines if line.strip().startswith(side)) for side in ("old:", "new:"))
+    assert new.endswith(f" with {label}") and label not in old
+    html = page.read_text()
+    assert f"<dd>{new.removeprefix('new: ')}</dd>" in html and f"<dd>{old.removeprefix('old: ')}</dd>" in html
+    assert f"new: {json.loads((out / 'after' / 'manifest.json').read_text())['model']['name']} with {label}" in html
+
+
+def test_an_in_memory_intervention_says_no_command_reproduces_it_and_old_audits_still_render(cross, short_frame):
+    from mechir_axioms import assess_intervention
+    from mechir_axioms.comparing import compare
+    from mechir_axioms.results.pages import render_page
+
+    ranker, _ = cross
+    judged = short_frame[short_frame["qid"].isin(list(dict.fromkeys(short_frame["qid"]))[:4])].reset_index(drop=True)
+    result = assess_intervention(ranker, ["0.1"], axioms=["TFC1"], data=judged, n=4, progress=False,
+                                 method="attribution", examples=0)
+    assert result.manifest["command"] is None and result.after.manifest["command"] is None
+    html = render_page(result.after)
+    assert "with ablate head 0.1</h1>" in html and "which no single command reproduces" in html
+    assert "<pre>None</pre>" not in html and "<pre>mechir-axioms audit" not in html
+    assert "<pre>mechir-axioms audit" in render_page(result.before)
+    old = copy.deepcopy(result.after)  # as saved before audits recorded their intervention
+    del old.manifest["intervention"]
+    old.manifest["command"] = result.before.manifest["command"]
+    plain = render_page(old)
+    assert 'id="intervention"' not in plain and "ablate head" not in plain and "<pre>mechir-axioms audit" in plain
+    assert "ablate" not in compare(result.before, old).new
+    assert compare(result.before, result.after).new.endswith(" with ablate head 0.1")

@@ -240,6 +240,38 @@ def test_report_draws_the_circuit_and_the_figure_command_writes_it(path_audit, t
     assert main(["figure", str(folder), "--axioms", "TFC1", "--frame", "circuit", "--out", str(tmp_path / "c.png")]) == 2
 
 
+def test_a_circuit_without_flagged_edges_is_refused_or_drawn_dashed_on_request(path_audit, tmp_path):
+    """No flagged edge, no circuit: the figure is refused with the strongest edges named, and nothing is written;
+    asked for the strongest unflagged edges, it draws them dashed, with a legend that says they are not findings."""
+    import shutil
+    from xml.etree import ElementTree
+
+    import pandas as pd
+
+    from mechir_axioms.cli import main
+    from mechir_axioms.plot import write_circuit
+
+    _, folder = path_audit
+    unflagged = tmp_path / "unflagged"
+    shutil.copytree(folder, unflagged)
+    paths = pd.read_parquet(unflagged / "paths.parquet")
+    paths.assign(flag="").to_parquet(unflagged / "paths.parquet")
+    svg = tmp_path / "circuit.svg"
+    with pytest.raises(SettingsError, match="no edge of TFC1 is flagged, so there is no circuit to draw; its "
+                                            "strongest edges are .+ \\([+-]0\\.\\d{3}\\)"):
+        write_circuit(unflagged, "TFC1", [svg])
+    assert not svg.exists()
+    assert main(["figure", str(unflagged), "--axioms", "TFC1", "--frame", "circuit", "--out", str(svg)]) == 2
+    assert main(["figure", str(unflagged), "--axioms", "TFC1", "--frame", "circuit", "--unflagged", "3",
+                 "--out", str(svg)]) == 0
+    namespace = "{http://www.w3.org/2000/svg}"
+    root = ElementTree.parse(svg).getroot()
+    dashed = [path for path in root.findall(f"{namespace}path") if path.get("stroke-dasharray")]
+    assert len(dashed) == len(root.findall(f"{namespace}path")) == 3
+    legend = [text.text for text in root.iter(f"{namespace}text") if text.text and text.text.startswith("Arrows")]
+    assert legend and "dashed: the 3 strongest unflagged edge(s), not findings" in legend[0]
+
+
 def test_paths_need_heads(minilm):
     from mechir_axioms import audit
 

@@ -7,6 +7,7 @@ output folder (core.outputs) and only read back, never recomputed, by a resumed 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ class Checkpoints:
     def __init__(self, folder: OutputFolder | None, settings: dict[str, Any], identity: dict[str, Any] | None = None):
         self.folder, self.settings, self.identity = folder, settings, identity or {}
         self.root = folder.at("work") if folder is not None else None
+        self.started, self.earlier_seconds, self.runs = time.perf_counter(), 0.0, 1
+        """This run's start; the seconds earlier runs spent up to their last checkpoint, and this run's number."""
 
     def __enter__(self) -> Checkpoints:
         if self.folder is not None:
@@ -59,12 +62,24 @@ class Checkpoints:
             if changed:
                 raise SettingsError(
                     f"cannot resume the audit in {self.folder.root}: what it audits has changed ({'; '.join(changed)})")
+            elapsed = self.root.path("elapsed.json")
+            if elapsed.is_file():
+                earlier = _read_json(elapsed)
+                self.earlier_seconds, self.runs = float(earlier["seconds"]), int(earlier["runs"]) + 1
+            else:  # begun before runs were counted: its earlier time is unknown
+                self.runs = 2
             return
         self.root.write_json("settings.json", self.settings)
         self.root.write_json("identity.json", self.identity)
 
     def _checkpointed(self) -> None:
         self.folder.keep()
+        self.root.write_json("elapsed.json", {"seconds": round(self.seconds_all_runs(), 1), "runs": self.runs})
+
+    def seconds_all_runs(self) -> float:
+        """The audit's computing time over every run so far: earlier runs' up to their last checkpoint (what they
+        left unfinished is redone), and this run's until now."""
+        return self.earlier_seconds + time.perf_counter() - self.started
 
     def pairs(self, axiom: str, build: Callable[[], PairSet]) -> PairSet:
         if self.root is None:
@@ -110,6 +125,13 @@ class Checkpoints:
         result.save(self.root.at(f"{axiom}/{name}"))
         self._checkpointed()
 
+
+
+def saved_settings(folder: str | Path) -> dict[str, Any] | None:
+    """The deciding settings an audit in `folder` started with (work/settings.json), or None when it holds none:
+    what `--resume` with `--out` alone continues with."""
+    stored = Path(folder) / "work" / "settings.json"
+    return _read_json(stored) if stored.is_file() else None
 
 
 def _read_json(path: Path) -> Any:

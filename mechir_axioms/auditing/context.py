@@ -112,6 +112,34 @@ class AuditContext:
         self.pair_changes[step] = pair_changes(changes, labels, measured, queries)
         return frame
 
+    def underpowered(self, records: list[AxiomRecord], steps: list) -> list[str]:
+        """Before any patching: for each axiom and flagging step whose pairs (the moved ones of its sample) span too
+        few units of inference for the sign-flip test, or for stability selection's halves, to reach alpha, why no
+        unit of it can be flagged."""
+        settings, found = self.settings, []
+        plural = {"query": "queries", "pair": "pairs"}[settings.unit]
+        for record in records:
+            moved = np.abs(record.scored["delta"].to_numpy(dtype=float)) >= settings.tolerance
+            for step in steps:
+                if not step.flags:
+                    continue
+                rows = (self.sample_rows(len(record.pairs), getattr(settings, step.sample)) if step.sample
+                        else list(range(len(record.pairs))))
+                units = len(np.unique(units_of(record.qids[rows][moved[rows]], settings.unit)))
+                smallest, half = smallest_p(units, SIGN_FLIPS), smallest_p(units // 2, SIGN_FLIPS // 5)
+                if not units:
+                    why = f"none of its pairs moved the score by the tolerance {settings.tolerance}"
+                elif smallest > settings.alpha:
+                    why = f"the sign-flip test over {units} {plural} cannot give p below {smallest:.2g}"
+                elif settings.stability and half > settings.alpha:
+                    why = f"stability selection's halves of {units // 2} {plural} cannot give p below {half:.2g}"
+                else:
+                    continue
+                power = f" > alpha {settings.alpha}" if units else ""
+                found.append(f"{record.name}: no {step.unit} can be flagged: {why}{power}; give more pairs "
+                             f"(n{', ' + step.sample if step.sample else ''}) or data with more queries")
+        return found
+
     def sample_rows(self, count: int, limit: int) -> list[int]:
         """`limit` of `count` pairs, drawn with the audit's seed (see sample_rows)."""
         return sample_rows(count, limit, self.settings.seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -152,6 +153,8 @@ def _run(context: AuditContext, specs: list[Axiom], data: DataSource, source: st
         record, row = _record(context, spec, data, source)
         records.append(record)
         rows.append(row)
+    for line in context.underpowered(records, in_order(settings.steps)):
+        warnings.warn(line, stacklevel=3)
     frames: dict[str, pd.DataFrame] = {}
     for step in tqdm(in_order(settings.steps), desc="audit", unit="step", disable=not context.progress):
         frames[step.name] = step.run(context, records, frames)
@@ -168,6 +171,8 @@ def _run(context: AuditContext, specs: list[Axiom], data: DataSource, source: st
         "package_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.perf_counter() - started, 1),
+        **({"runs": context.work.runs, "seconds_all_runs": round(context.work.seconds_all_runs(), 1)}
+           if context.work.runs > 1 else {}),
         "step_seconds": {record.name: record.seconds for record in records},
         "settings": settings.describe(),
         "model": {"name": ranker.name, "kind": ranker.kind, "layers": ranker.n_layers, "heads": ranker.n_heads,

@@ -13,7 +13,8 @@ __all__ = ["main", "parser"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(argv[:1]).parse_args(argv)  # only the command given gets its flags: `list` and --help stay light
     try:
         return args.run(args)
     except (MechirError, OSError) as error:  # a user's mistake, or the file system's: one sentence, exit 2

@@ -7,12 +7,15 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..core.defaults import VERDICTS
+from ..core.defaults import DEFAULT_MODEL, SAMPLE_NAME, VERDICTS
 from ..core.errors import SettingsError
-from ..results.settings import Settings, parse_names, setting_fields
-from ..results.steps import steps_from_targets
+
+if TYPE_CHECKING:
+    from ..results.settings import Settings
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -38,6 +41,49 @@ def _warnings_printed() -> Iterator[None]:
                     print(f"warning: {warning.message}", file=sys.stderr)
 
 
+@contextmanager
+def _running(args: argparse.Namespace) -> Iterator[None]:
+    """A model command's --threads (torch's threads while it runs, restored after, for a caller in the same process)
+    and --quiet (no progress bars from transformers or the Hub either: loading a model draws one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    with ExitStack() as stack:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+            stack.callback(torch.set_num_threads, threads)
+        if args.quiet:
+            stack.enter_context(_library_bars_off())
+        yield
+
+
+@contextmanager
+def _library_bars_off() -> Iterator[None]:
+    """Hugging Face's progress bars (transformers' weight loading, the Hub's downloads) off, then as they were."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging
+
+    hub_off, transformers_on = are_progress_bars_disabled(), logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if transformers_on:
+            logging.enable_progress_bar()
+        if hub_off:
+            disable_progress_bars()
+        else:
+            enable_progress_bars()
+
+
+def _saved_audits(*folders: str) -> None:
+    """A saved audit's folder that is not there is named as missing, before anything is read or imported."""
+    for folder in folders:
+        if not Path(folder).exists():
+            raise SettingsError(f"{folder} does not exist; give the folder of a saved audit")
+
+
 def _executor(args: argparse.Namespace):
     """The executor the flags ask for (this process, or a RayExecutor on --ray-address with --workers workers),
     to be closed by the command that uses it."""
@@ -56,10 +102,51 @@ def _executor(args: argparse.Namespace):
 
 def settings_of(args: argparse.Namespace) -> Settings:
     """The audit Settings the flags give (`--targets`, the old name of `--steps`, translated)."""
+    from ..results.settings import Settings, setting_fields
+    from ..results.steps import steps_from_targets
+
     settings = Settings(**{spec.name: getattr(args, spec.name) for spec in setting_fields()})
     if getattr(args, "targets", None):
         settings = settings.but(steps=steps_from_targets(args.targets))
     return settings
+
+
+def resumed_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """With --resume, the settings the audit in --out started with: a setting's flag given on the command line must
+    agree with them (refused before the model loads, naming each flag that differs); one left out is taken from
+    the folder, so `--out DIR --resume` alone continues any audit."""
+    from ..auditing.checkpoints import saved_settings
+    from ..results.settings import Settings, flag_name, setting_fields
+
+    saved = saved_settings(args.out) if args.resume else None
+    if saved is None:
+        return settings
+    known = {spec.name for spec in setting_fields()}
+    folder = Settings().but(**{key: value for key, value in saved.items() if key in known})
+    given = set(getattr(args, "given", ())) | ({"steps"} if "targets" in getattr(args, "given", ()) else set())
+    differ = [f"--{flag_name(key)} {_shown(getattr(settings, key))} (the audit has {_shown(getattr(folder, key))})"
+              for key in sorted(set(saved) & known & given) if getattr(settings, key) != getattr(folder, key)]
+    if differ:
+        raise SettingsError(f"cannot resume the audit in {args.out} with other settings: {'; '.join(differ)}; leave "
+                            "these flags out to continue with the audit's own settings, or choose another --out")
+    continued = {key: getattr(folder, key) for key in saved if key in known}
+    defaults = {"model": DEFAULT_MODEL, "data": SAMPLE_NAME}  # saved by name; None loads the packaged copies
+    return settings.but(**{**continued, **{key: None for key, name in defaults.items() if continued.get(key) == name}})
+
+
+def _whose(folder: str) -> str:
+    """What the audit in `folder` audits, for a refusal to write over it ("" when it holds none)."""
+    from ..auditing.checkpoints import saved_settings
+
+    saved = saved_settings(folder)
+    if not saved:
+        return ""
+    return (f" (it holds the audit of {saved.get('model') or DEFAULT_MODEL} on {', '.join(saved.get('axioms', []))}: "
+            "--resume continues that audit, with its settings)")
+
+
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def print_findings(audit) -> None:
@@ -76,12 +163,16 @@ def _audit(args: argparse.Namespace) -> int:
     from ..models.loading import load_ranker
     from ..specs.axiom import load_axiom
 
-    settings = check_settings(settings_of(args))
+    settings = check_settings(resumed_settings(args, settings_of(args)))
     axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
-    audit_folder(args.out, args.resume).check()  # before the model loads
-    with _executor(args) as executor, _warnings_printed():
+    try:
+        audit_folder(args.out, args.resume).check()  # before the model loads
+    except SettingsError as error:
+        raise SettingsError(f"{error}{_whose(args.out)}") from error
+    with _running(args), _executor(args) as executor, _warnings_printed():
         ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
-        result = audit(ranker, axioms, settings.data, settings, folder=args.out, resume=args.resume, executor=executor)
+        result = audit(ranker, axioms, settings.data, settings, folder=args.out, resume=args.resume, executor=executor,
+                       progress=not args.quiet)
     print_findings(result)
     print(f"report: {result.report_path}")
     failing = [f"{row.axiom} ({row.verdict})" for row in result.axioms.itertuples() if row.verdict in args.fail_on]
@@ -93,6 +184,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _verdicts(text: str) -> tuple[str, ...]:
     """--fail-on violated,inconclusive as a tuple of verdicts, each checked against VERDICTS."""
+    from ..results.settings import parse_names
+
     names = parse_names(text)
     unknown = [name for name in names if name not in VERDICTS]
     if unknown:
@@ -104,6 +197,7 @@ def _vary(values: list[str]) -> dict[str, list]:
     """--vary filler=a,the,and --vary seed=0,1,2 as {factor: [values]} (seeds as integers), checked as `sweep`
     checks it (known factors, non-empty lists, seeds from 0 to 2**32 - 1) before any model loads."""
     from ..auditing.designs import SEED_MAX, SEED_RULE, check_vary
+    from ..results.settings import parse_names
 
     vary: dict[str, list] = {}
     for item in values:
@@ -132,22 +226,27 @@ def _sweep(args: argparse.Namespace) -> int:
     for axiom in axioms:  # every variant is valid, and the folder writable, before the model loads
         variants_of(axiom, default_vary(axiom, settings.seed) if vary is None else vary, settings.seed)
     sweep_folder(args.out, args.resume).check()
-    with _executor(args) as executor, _warnings_printed():
+    with _running(args), _executor(args) as executor, _warnings_printed():
         ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
         options = {key: value for key, value in settings.describe().items()
                    if key not in ("axioms", "model", "data", "seed")}
         result = sweep(ranker, axioms, vary, settings.data, seed=settings.seed, folder=args.out, resume=args.resume,
-                       executor=executor, **options)
+                       executor=executor, progress=not args.quiet, **options)
+    ran = settings.steps
     for row in result.variants.itertuples():
+        heads = f"{row.encodes}/{row.violates}" if "heads" in ran else "not run"
+        cells = f"{row.cells_encodes}/{row.cells_violates}" if "cells" in ran else "not run"
         print(f"{row.axiom:<8} {row.variant:<18} {row.verdict:<12} agreement {row.agreement:6.1%}  "
-              f"heads {row.encodes}/{row.violates}  cells {row.cells_encodes}/{row.cells_violates}")
+              f"heads {heads}  cells {cells}")
     for axiom in result.variants["axiom"].unique():
-        print(f"{axiom}: heads flagged under every variant: {', '.join(result.holding(axiom)) or 'none'}")
+        held = (", ".join(result.holding(axiom)) or "none") if "heads" in ran else "not run"
+        print(f"{axiom}: heads flagged under every variant: {held}")
     print(f"report: {result.report_path}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
+    _saved_audits(args.folder)
     from ..results.audit import rerender
 
     print(f"report: {rerender(args.folder)}")
@@ -155,6 +254,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    _saved_audits(args.old, args.new)
     from ..comparing import compare
     from ..core.outputs import check_file
 
@@ -219,11 +319,17 @@ def _intervene(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     axioms = [load_axiom(name, args.axiom_folder) for name in settings.axioms]
     intervention_folder(args.out).check()  # before the model loads
+    chooser = None
+    if args.chosen_by is not None:
+        from ..results.audit import load_audit
+
+        _saved_audits(args.chosen_by)
+        chooser = load_audit(args.chosen_by)  # a missing or unfinished audit fails before the model loads
     features = []
     if args.features is not None:
         saes = [load_sae(folder) for folder in settings.saes]  # bad SAE folders and names fail before the model loads
         features = parse_features(args.features, saes)
-    with _warnings_printed():
+    with _running(args), _warnings_printed():
         ranker = load_ranker(settings.model, kind=args.kind, device=args.device, dtype=args.dtype)
         if not features:
             try:
@@ -232,7 +338,8 @@ def _intervene(args: argparse.Namespace) -> int:
                 raise SettingsError(f"--heads {','.join(f'{l}.{h}' for l, h in args.heads)}: {error}") from error
         result = assess_intervention(ranker, args.heads or (), args.op, args.factor, axioms, settings.data,
                                      settings.n, settings.seed, judged=args.judged, run=args.ranking,
-                                     reference=args.reference, settings=settings, folder=args.out, features=features)
+                                     reference=args.reference, settings=settings, folder=args.out, features=features,
+                                     progress=not args.quiet, chosen_by=chooser)
     print(result.table())
     print(f"report: {result.report_path}")
     return 0
@@ -246,9 +353,10 @@ def _sae_train(args: argparse.Namespace) -> int:
 
     settings = TrainingSettings(**{spec.name: getattr(args, spec.name) for spec in fields(TrainingSettings)})
     sae_folder(args.out, args.resume).check()  # bad settings and folders fail before the model loads
-    with _warnings_printed():
+    with _running(args), _warnings_printed():
         ranker = load_ranker(args.model, kind=args.kind, device=args.device, dtype=args.dtype)
-        sae, facts = train_sae(ranker, args.site, args.data, settings, out=args.out, resume=args.resume)
+        sae, facts = train_sae(ranker, args.site, args.data, settings, out=args.out, resume=args.resume,
+                               progress=not args.quiet)
     held = facts["held_out"]
     print(f"{sae.hook_name}: {sae.config.d_sae} latents, k {sae.config.k}, trained on {facts['training_tokens']} "
           f"tokens in {facts['seconds']:.0f} s")
@@ -259,9 +367,12 @@ def _sae_train(args: argparse.Namespace) -> int:
 
 
 def _figure(args: argparse.Namespace) -> int:
+    _saved_audits(*args.folders)
     from ..plot import write_grid
 
-    for path in write_grid(args.folders, args.out, args.axioms, args.frame):
+    if args.unflagged and args.frame != "circuit":
+        raise SettingsError("--unflagged draws unflagged edges of a circuit; it applies to --frame circuit only")
+    for path in write_grid(args.folders, args.out, args.axioms, args.frame, args.unflagged):
         print(f"figure: {path}")
     return 0
 
@@ -270,26 +381,28 @@ def _pairs(args: argparse.Namespace) -> int:
     from ..core.outputs import OutputFolder
     from ..models.loading import load_ranker
     from ..pairs.compile import make_pairs
+    from ..results.settings import parse_names
     from ..specs.axiom import load_axiom
 
     axioms = [load_axiom(name, args.axiom_folder) for name in parse_names(args.axioms)]
     output = OutputFolder(args.out, "pairs", "replace")
     output.check()  # before the model loads
-    with _warnings_printed():
-        ranker = load_ranker(args.model, kind=args.kind, device=args.device, dtype=args.dtype)
-    with output as out:
-        for axiom in axioms:
-            with _warnings_printed():
-                pairs = make_pairs(axiom, args.data, ranker, n=args.n, seed=args.seed, filler=args.filler)
-            folder = pairs.save(out.at(axiom.name))
-            scored = pairs.score(ranker)
-            dropped = ", ".join(f"{reason} ({count})" for reason, count in pairs.dropped.items()) or "none"
-            print(
-                f"{axiom.name}: {len(pairs)} pairs -> {folder}\n"
-                f"  expect {axiom.expect}; mean score change {scored['delta'].mean():+.4f}, "
-                f"rose in {(scored['delta'] > 0).mean():.0%} of pairs\n"
-                f"  dropped: {dropped}"
-            )
+    with _running(args):
+        with _warnings_printed():
+            ranker = load_ranker(args.model, kind=args.kind, device=args.device, dtype=args.dtype)
+        with output as out:
+            for axiom in axioms:
+                with _warnings_printed():
+                    pairs = make_pairs(axiom, args.data, ranker, n=args.n, seed=args.seed, filler=args.filler)
+                folder = pairs.save(out.at(axiom.name))
+                scored = pairs.score(ranker)
+                dropped = ", ".join(f"{reason} ({count})" for reason, count in pairs.dropped.items()) or "none"
+                print(
+                    f"{axiom.name}: {len(pairs)} pairs -> {folder}\n"
+                    f"  expect {axiom.expect}; mean score change {scored['delta'].mean():+.4f}, "
+                    f"rose in {(scored['delta'] > 0).mean():.0%} of pairs\n"
+                    f"  dropped: {dropped}"
+                )
     return 0
 
 

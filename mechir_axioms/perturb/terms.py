@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..core.files import write_atomically
+
+if TYPE_CHECKING:
+    import torch
 
 WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
@@ -140,6 +142,8 @@ class Vocabulary:
     def _word_tokens(self) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         """Vocabulary entries that are a whole lower-case alphabetic word of 3+ letters on their own,
         with their unit-length input embeddings."""
+        import torch  # here, not at the top: reading specs (`mechir-axioms list`) needs no torch
+
         vocab = self.tokenizer.get_vocab()
         ids, texts = [], []
         for token, index in sorted(vocab.items(), key=lambda item: item[1]):
@@ -155,6 +159,8 @@ class Vocabulary:
 
     def similar(self, term: str) -> str | None:
         """The single-piece word nearest to `term` by cosine over the input embeddings, excluding its own pieces."""
+        import torch
+
         ids, texts, vectors = self._word_tokens
         if len(ids) == 0:
             return None

@@ -20,6 +20,7 @@ from ..analysis.findings import strongest_first
 from ..core.errors import SpecError
 from ..models.rankers import RANKER_KINDS
 from ..results.audit import Audit
+from ..results.intervention import intervention_label
 from ..results.pages import page
 from ..results.steps import STEPS, Step, steps_of
 from ..specs.axiom import Axiom, parse_axiom
@@ -261,7 +262,8 @@ def counted_steps(audit: Audit) -> list[dict[str, str]]:
 @page(Audit)
 def render(audit: Audit) -> str:
     """The report's HTML for an audit (in memory or loaded from disk); each axiom is described by the spec
-    text saved with the audit, never by whatever spec of that name the catalogue holds today."""
+    text saved with the audit, never by whatever spec of that name the catalogue holds today. An audit made under
+    an intervention (the "after" audit of `intervene`) names it in its title, header and reproduce section."""
     settings, model = audit.manifest["settings"], audit.manifest["model"]
     scale = _scale(audit.heads["effect"].to_numpy(dtype=float))
     cell_scale = _scale(audit.cells["effect"].to_numpy(dtype=float))
@@ -311,8 +313,9 @@ def render(audit: Audit) -> str:
     data = json.dumps(plot_data, separators=(",", ":")).replace("<", "\\u003c")
     return _environment().get_template("report.html.j2").render(
         axioms=audit.axioms.to_dict("records"), sections=sections, settings=settings, steps=list(steps_of(settings)),
-        counted=counted_steps(audit), model=model, model_title=kind_title(model.get("kind")),
-        manifest=audit.manifest, provenance=provenance, scale=scale, cell_scale=cell_scale,
+        counted=counted_steps(audit), model=model,
+        cell_counts=", ".join(f"{section['axiom']} {section['cell_pairs']}" for section in sections if section["cells"]), model_title=kind_title(model.get("kind")),
+        manifest=audit.manifest, intervention=intervention_label(audit.manifest), provenance=provenance, scale=scale, cell_scale=cell_scale,
         inference=Markup(rule_text(settings)), n_tests=int(audit.heads["p_value"].notna().sum()), n_cell_tests=int(audit.cells["p_value"].notna().sum()),
         css=Markup((package / "report.css").read_text()), js=Markup((package / "report.js").read_text()),
         plot_data=Markup(data),

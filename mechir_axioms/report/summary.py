@@ -16,6 +16,7 @@ from ..results.steps import STEPS, steps_of
 from ..results.sweep import Sweep
 from ..results.text import percent
 from .audit_page import kind_title
+from .sweep_page import sweep_steps
 
 
 def _interval(value: float, low: float, high: float, signed: bool = False) -> str:
@@ -83,9 +84,10 @@ def comparison_summary(comparison: Comparison) -> str:
 def sweep_summary(sweep: Sweep) -> str:
     """Per axiom and variant its verdict, agreement and flag counts, and how many flags hold under every variant."""
     header = ["axiom", "variant", "verdict", "pairs", "agreement [95% CI]", "heads encoding / violating"]
+    heads = "heads" in sweep_steps(sweep)
     rows = [[row.axiom, row.variant, row.verdict, row.n_pairs,
-             _interval(row.agreement, row.agreement_low, row.agreement_high), f"{row.encodes} / {row.violates}"]
-            for row in sweep.variants.itertuples()]
+             _interval(row.agreement, row.agreement_low, row.agreement_high),
+             f"{row.encodes} / {row.violates}" if heads else "not run"] for row in sweep.variants.itertuples()]
     holding = [f"{axiom}: {int(found['holds'].sum())} of {len(found)} flagged component(s) hold under every variant"
                for axiom, found in sweep.stability.groupby("axiom", sort=False)]
     title = f"Design sweep of {sweep.manifest.get('model')} ({kind_title(sweep.manifest.get('kind'))})"

@@ -13,6 +13,12 @@ from ..results.sweep import Sweep
 from .audit_page import _environment
 
 
+def sweep_steps(sweep: Sweep) -> tuple[str, ...]:
+    """The steps each of the sweep's audits ran (sweeps saved before steps were recorded ran heads and cells)."""
+    options = sweep.manifest.get("options", {})
+    return steps_of(options) if options.get("steps") or options.get("targets") else ("heads", "cells")
+
+
 @page(Sweep)
 def render_sweep(sweep: Sweep) -> str:
     """The sweep report's HTML."""
@@ -25,11 +31,9 @@ def render_sweep(sweep: Sweep) -> str:
             lost = set(record["lost_under"])
             rows.append({**record, "marks": ["" if label in lost else "✓" for label in labels],
                          "depends_on": ", ".join(record["depends_on"])})
-        options = sweep.manifest.get("options", {})
-        frames = [(step.title, step.name) for step in flagged_steps(steps_of(options) if options.get("steps")
-                                                                    or options.get("targets") else ("heads", "cells"))]
+        frames = [(step.title, step.name) for step in flagged_steps(sweep_steps(sweep))]
         sections.append({"axiom": axiom, "variants": variants.to_dict("records"), "labels": labels,
                          "frames": [(title, [row for row in rows if row["frame"] == frame]) for title, frame in frames]})
     package = resources.files("mechir_axioms.report") / "templates"
     return _environment().get_template("sweep.html.j2").render(
-        sections=sections, manifest=sweep.manifest, css=Markup((package / "report.css").read_text()))
+        sections=sections, manifest=sweep.manifest, ran=sweep_steps(sweep), css=Markup((package / "report.css").read_text()))

@@ -116,7 +116,8 @@ class Audit(SavedWithPage):
     def suggest_interventions(self, **options: Any) -> list[Suggestion]:
         """Interventions the flags suggest, as `Suggestion`s (ablate violating heads, scale up encoding ones), each
         with the `mechir-axioms intervene` command that tests it; options: see results.suggestions."""
-        return suggest_interventions(self.axioms, self.flagged, self.manifest["settings"], **options)
+        return suggest_interventions(self.axioms, self.flagged, self.manifest["settings"], folder=self.folder,
+                                     **options)
 
 
 PAIR_CHANGE_FIELDS = ("axiom", "pair", "qid", "name", "change", "size")

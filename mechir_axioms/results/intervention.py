@@ -93,6 +93,15 @@ class InterventionResult:
         return self.folder
 
 
+def intervention_label(manifest: dict[str, Any]) -> str | None:
+    """The label of the intervention an audit was made under ("ablate heads 4.4, 4.6", from its manifest's
+    "intervention"), or None for an audit of the model as it is (and for audits saved before audits recorded it)."""
+    facts = manifest.get("intervention")
+    if not facts:
+        return None
+    return str(facts.get("label") or "an intervention") if isinstance(facts, dict) else "an intervention"
+
+
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """A frame as JSON-ready records (NaN as null)."""
     return json.loads(frame.to_json(orient="records"))

@@ -51,6 +51,8 @@ class Step:
     """The prefix of its flag counts in the axioms frame (`<prefix>encodes`); None: not counted there."""
     fields: tuple[str, ...] = ()
     """The columns readers need in its saved frame (a saved frame lacking one is refused as damaged)."""
+    sample: str | None = None
+    """The Settings field capping the pairs it patches per axiom (a seeded random sample), or None: every pair."""
     summary: Callable[[pd.DataFrame, dict[str, Any], dict[str, Any]], str | None] | None = field(default=None,
                                                                                                   compare=False)
     """summary(rows of one axiom, that axiom's provenance, the settings) -> one line, or None for the default."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -39,7 +40,7 @@ class Suggestion:
 def intervene_command(heads: Sequence[str], op: str, axioms: Sequence[str], *, model: str | None = None,
                       factor: float | None = None, data: str | None = None, n: int | None = None,
                       seed: int | None = None, out: str | None = None, settings: Mapping[str, Any] | None = None,
-                      features: Sequence[str] = (), saes: Sequence[str] = ()) -> str:
+                      features: Sequence[str] = (), saes: Sequence[str] = (), chosen_by: str | None = None) -> str:
     """The `mechir-axioms intervene` command line (model and data only when not the defaults; `settings` as their
     audit flags; `features` by name with the folders of their `saes`), shell-quoted."""
     parts = ["mechir-axioms", "intervene"]
@@ -55,11 +56,16 @@ def intervene_command(heads: Sequence[str], op: str, axioms: Sequence[str], *, m
     if data not in (None, SAMPLE_NAME):
         parts += ["--data", str(data)]
     for name, value in (settings or {}).items():
-        parts += [f"--{flag_name(name)}", str(value)]
-    for flag, value in (("--n", n), ("--seed", seed), ("--out", out)):
+        parts += [f"--{flag_name(name)}", ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    for flag, value in (("--n", n), ("--seed", seed), ("--chosen-by", chosen_by), ("--out", out)):
         if value is not None:
             parts += [flag, str(value)]
     return " ".join(shlex.quote(part) for part in parts)
+
+
+def held_out_seed(seed: int) -> int:
+    """The seed a suggested intervention draws its pairs with: not the audit's, so that they are a fresh draw."""
+    return (seed + 1) % 2**32
 
 
 def _changed(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,10 +82,12 @@ def _listed(rows: pd.DataFrame) -> str:
 
 def suggest_interventions(axioms: pd.DataFrame, flagged_heads: Callable[[str], pd.DataFrame],
                           settings: Mapping[str, Any], max_heads: int = MAX_HEADS,
-                          factor: float = SCALE_UP) -> list[Suggestion]:
-    """Per axiom of an audit (its axioms frame, its flagged heads of an axiom strongest first, its settings):
-    ablate the violating heads (the `max_heads` strongest), and scale the encoding heads by `factor`; an axiom
-    without flagged heads gets no suggestion."""
+                          factor: float = SCALE_UP, folder: str | Path | None = None) -> list[Suggestion]:
+    """Per axiom of an audit (its axioms frame, its flagged heads of an axiom strongest first, its settings, its
+    folder): ablate the violating heads (the `max_heads` strongest), and scale the encoding heads by `factor`; an
+    axiom without flagged heads gets no suggestion. The command measures on pairs of another seed than the audit's
+    (a fresh draw, not the pairs that chose the heads) and names the audit (--chosen-by), so that the intervention
+    report says how many pairs and queries both share."""
     suggestions = []
     for axiom in axioms["axiom"]:
         flagged = flagged_heads(axiom)
@@ -96,8 +104,11 @@ def suggest_interventions(axioms: pd.DataFrame, flagged_heads: Callable[[str], p
             reason = (f"{_listed(shown)}{among} {flag.removesuffix('s')} {axiom}: they move the score "
                       f"{effect}; {hope} its agreement")
             heads = tuple(str(name) for name in shown["name"])
+            seed = settings.get("seed")
             command = intervene_command(heads, op, [axiom], model=settings.get("model"), factor=scale,
-                                        data=settings.get("data"), n=settings.get("n"), seed=settings.get("seed"),
-                                        out=f"reports/intervene-{axiom}-{op}", settings=_changed(settings))
+                                        data=settings.get("data"), n=settings.get("n"),
+                                        seed=None if seed is None else held_out_seed(int(seed)),
+                                        out=f"reports/intervene-{axiom}-{op}", settings=_changed(settings),
+                                        chosen_by=None if folder is None else str(folder))
             suggestions.append(Suggestion(axiom, op, heads, reason, command, scale))
     return suggestions

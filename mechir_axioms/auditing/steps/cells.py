@@ -13,7 +13,7 @@ FIELDS = ("axiom", *COLUMNS, "effect", "ci_low", "ci_high", "p_value", "q_value"
 
 
 @audit_step("cells", title="Block cells", unit="block cell", target="regions", method="exact", columns=COLUMNS,
-            grid=("layer", "region"), reads=("cell_pairs", "batch_size"), provenance=("cells",), counts="cells_",
+            grid=("layer", "region"), reads=("cell_pairs", "batch_size"), sample="cell_pairs", provenance=("cells",), counts="cells_",
             fields=FIELDS)
 def cells(context: AuditContext, records: list[AxiomRecord], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Each block cell's share of the score change per axiom on `cell_pairs` seeded pairs, with flags."""

@@ -27,6 +27,8 @@ def verified_summary(unit: str, key: str) -> Callable[[pd.DataFrame, dict[str, A
             below = "below" if checked["bound_below_threshold"] else "NOT below"
             line += (f"; verified exactly: {', '.join(checked['verified']) or 'none'}; missed-flag bound "
                      f"{checked['missed_flag_bound']:.3f}, {below} the threshold {settings['threshold']}")
+            if not checked["bound_below_threshold"] and len(checked["verified"]) >= checked["budget"]:
+                line += f" (the budget of {checked['budget']} is spent: a larger verify patches more)"
         return line
 
     return summary

@@ -57,7 +57,7 @@ def _summary(rows: pd.DataFrame, facts: dict[str, Any], settings: dict[str, Any]
 
 
 @audit_step("paths", title="Paths", unit="edge", target="paths", method="exact",
-            columns=("sender", "receiver"), reads=("path_pairs", "batch_size"), provenance=("paths",),
+            columns=("sender", "receiver"), reads=("path_pairs", "batch_size"), sample="path_pairs", provenance=("paths",),
             needs=("heads",), fields=FIELDS, summary=_summary)
 def paths(context: AuditContext, records: list[AxiomRecord], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Every edge of every axiom into its flagged heads and the score, with the statistics and flags of heads."""
