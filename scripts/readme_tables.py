@@ -70,11 +70,17 @@ def sae_audit(records: dict[str, dict[str, Any]]) -> str:
     tables = {table["title"].split(" (")[0]: table for table in record.get("tables", [])}
     found = next((table for title, table in tables.items() if title.startswith("Flagged features")), None)
     ablated = tables.get("The encoding features ablated")
+    checked = record.get("details", {}).get("verification", {})
+    below = checked.get("bound_below_threshold")
     lines = [f"On {exact['pairs']} TFC1 pairs, exact patching of every latent took {exact['seconds']:g} s and "
-             f"verified {verified['seconds']:g} s ({record['machine']}, {record['date']}), with "
+             f"verified {verified['seconds']:g} s, {exact['seconds'] / verified['seconds']:.0f}x less "
+             f"({record['machine']}, {record['date']}), with "
              f"{'the same' if verified['flags equal exact'] == 'yes' else 'DIFFERENT'} feature flags "
-             f"({exact['flagged (encodes / violates)']} encoding / violating) and a missed-flag bound of "
-             f"{verified['missed-flag bound']:g}. "]
+             f"({exact['flagged (encodes / violates)']} encoding / violating); verified patched "
+             f"{verified['latents patched exactly']} latents exactly"
+             + (f" in {checked['rounds']} rounds" if checked.get("rounds", 1) > 1 else "")
+             + f", and its missed-flag bound is {verified['missed-flag bound']:g}"
+             + ("" if below is None else f", {'below' if below else 'not below'} the threshold") + ". "]
     if found is not None:
         rows = found["rows"]
         lines.append(f"The verified audit of {found['title'].split('(')[1].split(')')[0]} flags "
@@ -88,7 +94,9 @@ def sae_audit(records: dict[str, dict[str, Any]]) -> str:
         lines.append(f"\nAblating the encoding features ({row['intervention']}) changes nDCG@10 on {row['queries']} "
                      f"judged TREC DL queries ({row['passages']} passages) from {row['nDCG@10 before']:.4f} to "
                      f"{row['nDCG@10 after']:.4f} ({row['difference [95% CI]']}), and TFC1's agreement from "
-                     f"{row['TFC1 agreement before']} to {row['TFC1 agreement after']}.\n")
+                     f"{row['TFC1 agreement before']} to {row['TFC1 agreement after']}"
+                     + (f" (measured {row['measured'].split(' (')[0]})" if row.get("measured", "this run") != "this run"
+                        else "") + ".\n")
     return "".join(lines) if lines[-1].endswith("\n") else "".join(lines) + "\n"
 
 

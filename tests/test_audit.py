@@ -254,7 +254,7 @@ def test_resume_with_the_folder_alone_continues_with_the_audits_own_settings(tin
     assert main(["audit", "--model", str(path), "--axioms", "TFC1", "--n", "8", "--targets", "heads",
                  "--method", "attribution", "--stability", "0", "--seed", "4", "--out", out]) == 0
     first = load_audit(out)
-    capsys.readouterr()
+    assert f"checkpoints: {out}/work (" in capsys.readouterr().out  # why work/ stays, and that it may go
     assert main(["audit", "--out", out, "--resume"]) == 0
     again = load_audit(out)
     assert again.manifest["settings"] == first.manifest["settings"]

@@ -78,3 +78,12 @@ def test_no_second_round_when_the_first_bound_is_below_the_threshold(monkeypatch
     context, share, facts = run(verify=16)  # a perfect screen: error 0, bound = the largest unverified screen
     assert context.runs == [((0, 0), (0, 1))] and facts["rounds"] == 1
     assert facts["missed_flag_bound"] == pytest.approx(0.02) and facts["bound_below_threshold"]
+
+
+def test_progress_bars_name_a_verification_by_its_size_not_its_units():
+    from mechir_axioms.auditing.chunks import progress_label
+
+    many = SimpleNamespace(variants=tuple(range(16)))
+    assert progress_label("heads-verify-" + "-".join(f"4.{i}" for i in range(16)), many) == "heads verify 16"
+    assert progress_label("features-verify-1f2e3d4c5b6a7988", SimpleNamespace(variants=(1, 2))) == "features verify 2"
+    assert progress_label("heads-screen", SimpleNamespace(variants=None)) == "heads screen"

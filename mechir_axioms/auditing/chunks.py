@@ -40,6 +40,13 @@ def chunk_name(name: str, direction: str, start: int) -> str:
     return f"{name}-{direction}/chunk-{start // CHUNK:04d}"
 
 
+def progress_label(name: str, job: Job) -> str:
+    """A short label for a run's progress bar: "heads verify 16", not its checkpoint name with every head listed."""
+    if job.variants is not None and "-verify-" in name:
+        return f"{name.split('-verify-')[0]} verify {len(job.variants)}"
+    return name.replace("-", " ")
+
+
 def both_directions(pairs: PairSet, axiom: str, expect: str, name: str, job: Job, work: Checkpoints,
                     executor: Executor, progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, PatchResult]:
     """The symmetric change of every component (perturbed into baseline and back), and the two runs."""
@@ -48,8 +55,8 @@ def both_directions(pairs: PairSet, axiom: str, expect: str, name: str, job: Job
     parts = {key: work.stored(axiom, chunk_name(name, *key)) for key in keys}
     missing = [key for key in keys if parts[key] is None]
     tasks = [Task(pairs.take(range(start, min(start + CHUNK, len(pairs)))), direction) for direction, start in missing]
-    with tqdm(total=len(keys), initial=len(keys) - len(missing), desc=f"{axiom} {name}", unit="chunk", leave=False,
-              disable=not progress) as bar:
+    with tqdm(total=len(keys), initial=len(keys) - len(missing), desc=f"{axiom} {progress_label(name, job)}",
+              unit="chunk", leave=False, disable=not progress) as bar:
         for index, result in executor.run(job, tasks):
             work.store(axiom, chunk_name(name, *missing[index]), result)
             parts[missing[index]] = result

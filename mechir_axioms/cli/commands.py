@@ -175,6 +175,11 @@ def _audit(args: argparse.Namespace) -> int:
                        progress=not args.quiet)
     print_findings(result)
     print(f"report: {result.report_path}")
+    work = Path(args.out) / "work"
+    if work.is_dir():
+        size = sum(path.stat().st_size for path in work.rglob("*") if path.is_file()) / 2**20
+        print(f"checkpoints: {work} ({size:.1f} MiB), kept so that --resume recomputes nothing; the results above "
+              "do not need them, so delete the folder once you are done")
     failing = [f"{row.axiom} ({row.verdict})" for row in result.axioms.itertuples() if row.verdict in args.fail_on]
     if failing:
         print(f"fail: {', '.join(failing)}; --fail-on {','.join(args.fail_on)} asks for exit status 1")
