@@ -31,10 +31,11 @@ from transformers import (
     MistralConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
-    Qwen2Tokenizer,
     Qwen3Config,
 )
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_REGEX
+
+from mechir_axioms.models.demo import ANSWER_LINES, VOCAB, qwen_tokenizer, train_bpe  # noqa: F401
 
 STYLES = ("qwen", "llama3", "gemma", "llama2")
 FAMILIES = ("qwen2", "qwen3", "llama", "mistral", "gemma2", "gemma3")
@@ -43,41 +44,15 @@ FAMILY_STYLE = {"qwen2": "qwen", "qwen3": "qwen", "llama": "llama3", "mistral": 
                 "gemma2": "gemma", "gemma3": "gemma"}
 SIZE = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 128, "positions": 512}
 SLIDING_WINDOW = 8
-VOCAB = 2000
 QWEN3_EMBEDDING_QUERY_PROMPT = (
     "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
 )
-# Lines added to the training texts so that "yes"/"no" (with and without a leading space) are learned pieces.
-ANSWER_LINES = ["yes no", "no yes", "Yes No", "No Yes", "true false", "false true"] * 100
 # Llama 3's pre-tokenizer regex: Qwen2's, with digits grouped in runs of up to three.
 LLAMA3_REGEX = QWEN2_REGEX.replace(r"\p{N}|", r"\p{N}{1,3}|")
 BYTE_TOKENS = [f"<0x{byte:02X}>" for byte in range(256)]
 
 
-def _train_bpe(tokenizer: Tokenizer, texts: list[str], specials: list[str], byte_level: bool) -> tuple[dict, list]:
-    """Train a BPE on texts through tokenizer's normalizer/pre-tokenizer; return (vocab, merges)."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_level else []
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=specials, initial_alphabet=alphabet,
-                                  show_progress=False)
-    tokenizer.train_from_iterator(texts + ANSWER_LINES, trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return model["vocab"], merges
-
-
-def _qwen(texts: list[str]) -> PreTrainedTokenizerFast:
-    """Qwen2/Qwen3 byte-level BPE: no BOS, <|endoftext|> pad/eos, chat and think tokens appended after the vocab."""
-    template = Qwen2Tokenizer().backend_tokenizer  # Qwen's own NFC normalizer + regex/ByteLevel pre-tokenizer
-    trainee = Tokenizer(models.BPE())
-    trainee.normalizer, trainee.pre_tokenizer = template.normalizer, template.pre_tokenizer
-    vocab, merges = _train_bpe(trainee, texts, [], byte_level=True)
-    vocab = {"<|endoftext|>": len(vocab), **vocab} if "<|endoftext|>" not in vocab else vocab
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, padding_side="left", model_max_length=512)
-    # As in Qwen3: the chat markers are special, <think> and </think> are ordinary added tokens.
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.add_tokens([AddedToken("<think>", special=False, normalized=False),
-                          AddedToken("</think>", special=False, normalized=False)])
-    return tokenizer
+_train_bpe, _qwen = train_bpe, qwen_tokenizer  # the package builds its demo LLM reranker with the same two
 
 
 def _llama3(texts: list[str]) -> PreTrainedTokenizerFast:

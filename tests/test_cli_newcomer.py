@@ -173,3 +173,43 @@ def test_sweeps_help_shows_its_own_defaults():
     args = command.parse_args([])
     assert args.axioms == ("TFC1",) and args.examples == 0
     assert "(default: reports/audit)" in " ".join(_commands()["audit"].format_help().split())
+
+
+def test_the_null_axioms_line_shows_the_equivalence_interval_that_decided_it(tiny, tmp_path, capsys):
+    """NULL's verdict comes from its equivalence test (TOST), so its line shows that interval and margin, not the
+    share of pairs within the tolerance (which a directional axiom's line shows)."""
+    from mechir_axioms import load_audit
+
+    _, path = tiny("bert", "bi")
+    assert main(["audit", "--model", str(path), "--axioms", "TFC1,NULL", "--n", "8", "--steps", "heads",
+                 "--method", "attribution", "--stability", "0", "--quiet", "--out", str(tmp_path / "a")]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:1].isalpha()}
+    null = load_audit(tmp_path / "a").axioms.set_index("axiom").loc["NULL"]
+    assert f"mean change {null['mean_delta']:+.2g}, 90% interval [{null['tost_low']:+.2g}" in lines["NULL"]
+    assert f"+/-{null['margin']:.2g} (TOST)" in lines["NULL"] and "agreement" not in lines["NULL"]
+    assert "agreement" in lines["TFC1"] and "TOST" not in lines["TFC1"]
+
+
+def test_demo_model_builds_the_tiny_qwen3_reranker_offline_and_it_audits(tmp_path, capsys):
+    """`mechir-axioms demo-model llm --out DIR` needs neither ../shared nor the tests' helpers: a Qwen3 causal LM
+    with GQA and a tokenizer trained on the bundled passages, which loads as an LLM reranker and audits; the same
+    seed gives the same weights, and a folder in use is refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mechir_axioms import load_ranker
+
+    out = tmp_path / "llm"
+    assert main(["demo-model", "llm", "--out", str(out)]) == 0
+    assert f"demo model: {out}" in capsys.readouterr().out
+    ranker = load_ranker(out)
+    assert ranker.kind == "llm" and ranker.n_layers == 2 and ranker.n_heads == 4
+    scores = ranker.score(["what is a cat"], ["A cat is a small domesticated carnivorous mammal."])
+    assert scores.shape == (1,) and torch.isfinite(scores).all()
+    assert main(["demo-model", "llm", "--out", str(tmp_path / "again")]) == 0
+    first, second = (load_file(str(folder / "model.safetensors")) for folder in (out, tmp_path / "again"))
+    assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+    assert main(["demo-model", "llm", "--out", str(out)]) == 2
+    assert "already exists and is not an empty folder" in capsys.readouterr().err
+    assert main(["audit", "--model", str(out), "--axioms", "TFC1", "--n", "6", "--steps", "heads", "--method",
+                 "attribution", "--stability", "0", "--quiet", "--out", str(tmp_path / "audit")]) == 0

@@ -6,9 +6,10 @@ import argparse
 import re
 from collections.abc import Callable, Collection
 
-from ..core.defaults import DEFAULT_AXIOMS, DEVICES, DTYPES, EXECUTORS, INTERVENTION_OPS, SAMPLE_NAME, VERDICTS
-from .commands import (_audit, _compare, _figure, _head_list, _intervene, _list, _pairs, _report, _sae_train, _sweep,
-                       _verdicts)
+from ..core.defaults import (DEFAULT_AXIOMS, DEMO_MODELS, DEVICES, DTYPES, EXECUTORS, INTERVENTION_OPS, SAMPLE_NAME,
+                             VERDICTS)
+from .commands import (_audit, _compare, _demo_model, _figure, _head_list, _intervene, _list, _pairs, _report,
+                       _sae_train, _sweep, _verdicts)
 
 
 def _with_defaults(command: argparse.ArgumentParser, **defaults: object) -> None:
@@ -283,6 +284,15 @@ def _sae_commands(sae: argparse.ArgumentParser) -> None:
     training.set_defaults(run=_sae_train)
 
 
+def _demo_flags(demo: argparse.ArgumentParser) -> None:
+    demo.add_argument("kind", choices=DEMO_MODELS, help="the demo ranker: llm, a tiny random Qwen3 reranker (yes/no "
+                      "logits) with a BPE trained on the bundled passages; its scores mean nothing")
+    demo.add_argument("--out", required=True, help="a new folder for the model; load_ranker(DIR) and --model DIR "
+                      "open it")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    demo.set_defaults(run=_demo_model)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "list": ("show the axioms with their titles", _list_flags),
     "pairs": ("compile axioms into token-aligned paired datasets", _pairs_flags),
@@ -294,6 +304,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
                   "features", _intervene_flags),
     "figure": ("draw saved audits as one figure: models x axioms, layer x head maps", _figure_flags),
     "sae": ("sparse autoencoders on a ranker's activations: train one", _sae_commands),
+    "demo-model": ("build a tiny random demo ranker offline (llm: a Qwen3 reranker) to try a kind end to end",
+                   _demo_flags),
 }
 """Each command's one-line help and the function that adds its flags."""
 

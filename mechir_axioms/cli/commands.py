@@ -152,8 +152,12 @@ def _shown(value: object) -> str:
 def print_findings(audit) -> None:
     """Per axiom its verdict and agreement, then one line per step that ran (flag counts, verified heads, paths)."""
     for row in audit.axioms.itertuples():
-        print(f"{row.axiom:<10} {row.verdict:<12} agreement {row.agreement:6.1%} "
-              f"[{row.agreement_low:.1%}, {row.agreement_high:.1%}]")
+        if getattr(row, "expect", "") == "no_change" and getattr(row, "margin", float("nan")) == row.margin:
+            decided = (f"mean change {row.mean_delta:+.2g}, 90% interval [{row.tost_low:+.2g}, {row.tost_high:+.2g}] "
+                       f"{'within' if row.verdict == 'satisfied' else 'not within'} +/-{row.margin:.2g} (TOST)")
+        else:
+            decided = f"agreement {row.agreement:6.1%} [{row.agreement_low:.1%}, {row.agreement_high:.1%}]"
+        print(f"{row.axiom:<10} {row.verdict:<12} {decided}")
         for line in audit.step_lines(row.axiom):
             print(f"{'':<10} {line}")
 
@@ -411,3 +415,9 @@ def _pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_model(args: argparse.Namespace) -> int:
+    from ..models.demo import demo_model
+
+    print(f"demo model: {demo_model(args.kind, args.out, args.seed)} (random weights: try it with "
+          f"`mechir-axioms audit --model {args.out} --n 20 --steps heads`)")
+    return 0

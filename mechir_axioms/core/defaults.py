@@ -7,6 +7,7 @@ options imports neither torch nor transformers, and each fact still has one sour
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """The name the packaged default ranker (the `default-model` extra) goes by."""
@@ -14,6 +15,10 @@ DEFAULT_AXIOMS = ("TFC1", "TDC", "LNC1", "STMC1", "NULL")
 """What an audit covers unless told otherwise: four behaviours and the NULL calibration control."""
 SAMPLE_NAME = "bundled TREC DL 2019/2020 sample"
 """The name of the bundled data used when no data is given."""
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "trec-dl-sample.jsonl.gz"
+"""Its file (JSON lines, gzipped), shipped in the package."""
+DEMO_MODELS = ("llm",)
+"""The tiny random demo rankers `mechir-axioms demo-model` builds offline (models.demo)."""
 DEFAULT_TOLERANCE = 1e-3
 """Pairs whose two scores differ by less than this are not patched: the metric's denominator is noise there."""
 DEFAULT_BATCH_SIZE = 8

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.defaults import SAMPLE  # noqa: F401  (re-exported: the sample file, named in core.defaults)
 from ..core.errors import DataError
 
 COLUMNS = ("qid", "query", "docno", "text", "relevance")
@@ -20,7 +21,6 @@ RANKING = ("rank", "score")
 """The columns that make a frame a ranking, whose documents may be unjudged."""
 GRADES = ("relevance", "label")
 """Where a ranking's grades are read from: our column, else PyTerrier's qrels column."""
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "trec-dl-sample.jsonl.gz"
 FORMATS = ".jsonl, .jsonl.gz, .tsv or .parquet (also .csv, .json and gzipped .tsv, .csv or .json)"
 """The supported file formats, as a phrase for messages."""
 _KINDS = {
