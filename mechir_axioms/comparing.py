@@ -18,6 +18,7 @@ from .core.errors import SettingsError
 from .report.comparison_page import head_map_shape
 from .results.audit import Audit, load_audit
 from .results.comparison import AxiomComparison, Comparison
+from .results.intervention import intervention_label
 from .results.steps import flagged_steps
 
 
@@ -229,10 +230,12 @@ def _where(audit: Audit, given: Audit | str | Path) -> str:
 
 
 def describe_model(audit: Audit) -> str:
-    """One line naming an audit's ranker: name, kind and weights digest."""
+    """One line naming an audit's ranker: name, kind and weights digest, and the intervention it was audited under
+    (the before and after audits of one intervention share model and weights: only that tells them apart)."""
     model = audit.manifest["model"]
     digest = f", weights {model['weights_digest']}" if model.get("weights_digest") else ""
-    return f"{model['name']} ({model.get('kind', '?')}{digest})"
+    label = intervention_label(audit.manifest)
+    return f"{model['name']} ({model.get('kind', '?')}{digest})" + (f" with {label}" if label else "")
 
 
 def compare(old: Audit | str | Path, new: Audit | str | Path, max_agreement_drop: float = 0.05,

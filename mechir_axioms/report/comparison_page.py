@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..results.audit import Audit
-from ..results.comparison import Comparison, legend, with_intervention
+from ..results.comparison import Comparison, legend
+from ..results.intervention import intervention_label
 from ..results.pages import page
 from ..results.steps import STEPS
 from ..results.text import percent
@@ -105,7 +106,8 @@ def render_comparison(comparison: Comparison) -> str:
     } for row in comparison.axioms]
     return _environment().get_template("comparison.html.j2").render(
         comparison=comparison, sections=sections,
-        names=[with_intervention(audit.manifest["model"]["name"], audit) for audit in (old, new)],
+        names=[audit.manifest["model"]["name"] + (f" with {label}" if (label := intervention_label(audit.manifest)) else "")
+               for audit in (old, new)],
         settings=old.manifest["settings"], scale=scale, difference_scale=difference_scale,
         marks=DIFFERENCE_MARKS, legend=[line for line in legend(comparison.axioms) if line], css=_asset("report.css"), units={name: step.unit.capitalize() for name, step in STEPS.items()},
     )

@@ -9,7 +9,6 @@ from pathlib import Path
 from ..core.errors import SettingsError
 from ..core.outputs import check_file, write_file
 from .audit import Audit
-from .intervention import intervention_label
 from .pages import render_page
 from .steps import STEPS
 
@@ -62,11 +61,6 @@ class Comparison:
     old_audit: Audit | None = field(default=None, repr=False, compare=False)
     """The audits compared, kept so that `to_html` can draw their head maps (None when built by hand)."""
     new_audit: Audit | None = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        """Name, on each side, the intervention its audit was made under: the before and after audits of one
-        intervention share the model and its weights, and only the intervention tells them apart."""
-        self.old, self.new = with_intervention(self.old, self.old_audit), with_intervention(self.new, self.new_audit)
 
     @property
     def failures(self) -> list[str]:
@@ -138,15 +132,6 @@ class Comparison:
                 failure.text = self.table()
         return write_file(path, "compare", lambda temporary: ElementTree.ElementTree(suite).write(
             temporary, encoding="utf-8", xml_declaration=True), "--junit-xml")
-
-
-def with_intervention(text: str, audit: Audit | None) -> str:
-    """An audit's label ("MODEL (kind, weights ...)") followed by " with " the intervention it was made under, if
-    any ("ablate heads 4.4, 4.6"); unchanged for a plain audit, an audit saved before audits recorded it, or
-    a label that names it already."""
-    label = None if audit is None else intervention_label(audit.manifest)
-    suffix = f" with {label}"
-    return text if label is None or text.endswith(suffix) else text + suffix
 
 
 def legend(axioms: list[AxiomComparison]) -> list[str]:
