@@ -43,9 +43,9 @@ def main_job(records: dict[str, dict[str, Any]]) -> str:
     record = records["audit-verified"]
     seconds = record["rows"][0]["seconds"]
     machine = record["machine"]
-    where = f"the {machine}" if machine.startswith("2-core") else machine
+    where = f"a {machine}" if machine.startswith("2-core") else machine
     return (f"On {where} this took {seconds:g} s ({seconds / 60:.1f} minutes) on {record['date']}\n"
-            f"(`{record['command']}`); timings on that shared machine vary from run to run, see\n"
+            f"(`{record['command']}`); timings on a machine shared with other work vary from run to run, see\n"
             "[Performance](docs/guide/performance.md#the-main-job).\n")
 
 
