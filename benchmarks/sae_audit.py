@@ -51,7 +51,8 @@ def _exact(ranker, args: argparse.Namespace, options: dict) -> tuple:
         timing.write_text(json.dumps({"seconds": time.perf_counter() - started}))
     if not timing.is_file():
         raise SystemExit(f"{folder} was resumed from an interrupted run, so its time is unknown: delete it and rerun")
-    return exact, json.loads(timing.read_text())["seconds"]
+    timed = json.loads(timing.read_text())
+    return exact, timed["seconds"], timed.get("how")
 
 
 def _earlier_ablation(label: str) -> dict | None:
@@ -85,7 +86,7 @@ def main() -> None:
     sae = load_sae(args.sae)
     options = dict(steps=("features",), saes=(args.sae,), progress=True)
     runs, seconds = {}, {}
-    runs["exact"], seconds["exact"] = _exact(ranker, args, options)
+    runs["exact"], seconds["exact"], exact_timing = _exact(ranker, args, options)
     started = time.perf_counter()
     runs["verified"] = audit(ranker, [args.axiom], None, method="verified", n=args.compare_n, **options)
     seconds["verified"] = time.perf_counter() - started
@@ -151,6 +152,7 @@ def main() -> None:
                         f"{sae.hook_name}), default settings otherwise, on {machine()}, torch threads "
                         f"{torch.get_num_threads()}.",
                         "Contexts: the firing token in brackets, with its activation and the input it fired on.",
+                        *([f"The exact audit's time: {exact_timing}."] if exact_timing else []),
                         "The ablation re-audits the axiom (heads) and ranks each query's judged passages of "
                         "../shared/data before and after; nDCG@10 by ir-measures, the interval a paired bootstrap "
                         "over queries."],

@@ -72,7 +72,9 @@ def sae_audit(records: dict[str, dict[str, Any]]) -> str:
     ablated = tables.get("The encoding features ablated")
     checked = record.get("details", {}).get("verification", {})
     below = checked.get("bound_below_threshold")
-    lines = [f"On {exact['pairs']} TFC1 pairs, exact patching of every latent took {exact['seconds']:g} s and "
+    shared = any("shared with" in note for note in record.get("notes", []) if note.startswith("The exact audit's"))
+    lines = [f"On {exact['pairs']} TFC1 pairs, exact patching of every latent took {exact['seconds']:g} s"
+             + (" (on cores shared with other work for part of it: an upper bound)" if shared else "") + " and "
              f"verified {verified['seconds']:g} s, {exact['seconds'] / verified['seconds']:.0f}x less "
              f"({record['machine']}, {record['date']}), with "
              f"{'the same' if verified['flags equal exact'] == 'yes' else 'DIFFERENT'} feature flags "
