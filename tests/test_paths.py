@@ -230,11 +230,13 @@ def test_report_draws_the_circuit_and_the_figure_command_writes_it(path_audit, t
     report = (folder / "report.html").read_text()
     assert "Circuit: paths from every head" in report and 'aria-label="TFC1 circuit"' in report
     flagged_edges = int((result.paths["flag"] != "").sum())
-    svg = tmp_path / "circuit.svg"
-    assert main(["figure", str(folder), "--axioms", "TFC1", "--frame", "circuit", "--out", str(svg)]) == 0
+    svg = tmp_path / "circuit.svg"  # 6 path pairs may flag no edge: draw the 2 strongest unflagged ones too
+    assert main(["figure", str(folder), "--axioms", "TFC1", "--frame", "circuit", "--unflagged", "2",
+                 "--out", str(svg)]) == 0
     root = ElementTree.parse(svg).getroot()  # well-formed, standalone SVG
     namespace = "{http://www.w3.org/2000/svg}"
-    assert len(root.findall(f"{namespace}path")) == flagged_edges
+    paths = root.findall(f"{namespace}path")
+    assert len(paths) == flagged_edges + 2 and sum(bool(path.get("stroke-dasharray")) for path in paths) == 2
     labels = {text.text for text in root.iter(f"{namespace}text")}
     assert "score" in labels and {row.name for row in result.flagged("TFC1").itertuples()} <= labels
     assert main(["figure", str(folder), "--axioms", "TFC1", "--frame", "circuit", "--out", str(tmp_path / "c.png")]) == 2
