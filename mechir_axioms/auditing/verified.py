@@ -58,11 +58,12 @@ def chosen(values: np.ndarray, threshold: float, margin: float, budget: int) -> 
     return [unit for unit in units if values[unit] >= threshold - margin][:budget]
 
 
-def _bound(values: np.ndarray, measured: np.ndarray, error: np.ndarray) -> float:
-    """The missed-flag bound: the largest unverified screen plus the 99th percentile of the screen's error on the
-    verified units (no error measured: the screen alone)."""
+def _bound(values: np.ndarray, measured: np.ndarray, error: np.ndarray) -> tuple[float, float, float]:
+    """(the largest unverified screen, the 99th percentile of the screen's error on the verified units (NaN when
+    none), the missed-flag bound: their sum, or the screen alone when no error was measured)."""
     largest_left = float(values[~measured].max()) if (~measured).any() else 0.0
-    return largest_left + (float(np.percentile(error, 99)) if len(error) else 0.0)
+    error_99 = float(np.percentile(error, 99)) if len(error) else float("nan")
+    return largest_left, error_99, largest_left + (error_99 if len(error) else 0.0)
 
 
 def verified_heads(record: AxiomRecord, context: AuditContext,
@@ -104,12 +105,11 @@ def verified_units(record: AxiomRecord, context: AuditContext, target: str, meth
             measured[unit] = True
         units += batch
         error = np.concatenate([error, np.abs(signed[tuple(np.array(batch).T)] - exact_share)])
-        if _bound(values, measured, error) < settings.threshold:
+        _, error_99, bound = _bound(values, measured, error)
+        if bound < settings.threshold:
             break
-        margin = max(margin, float(np.percentile(error, 99)))  # the next round reaches as far as the screen errs
-    largest_left = float(values[~measured].max()) if (~measured).any() else 0.0
-    error_99 = float(np.percentile(error, 99)) if len(error) else float("nan")
-    bound = _bound(values, measured, error)
+        margin = max(margin, error_99)  # the next round reaches as far as the screen errs
+    largest_left, error_99, bound = _bound(values, measured, error)
     verification = {
         "screened_by": stages.screen, "budget": settings.verify, "margin": settings.margin,
         "candidates": int((values >= settings.threshold - settings.margin).sum()),
