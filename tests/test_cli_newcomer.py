@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from mechir_axioms.cli import main, parser
+from mechir_axioms.cli.arguments import COMMANDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = """
@@ -45,6 +46,43 @@ def test_help_and_the_saved_audit_commands_import_no_torch(argv):
     """Before: the parser was built whole, and --kind's choices (models.rankers) and `sae train`'s flags
     (features.training) imported torch and transformers for any command, --help included."""
     assert _loaded(argv) == "loaded:"
+
+
+EVERY_HELP = """
+import contextlib, io, sys
+from mechir_axioms.cli import main
+from mechir_axioms.cli.arguments import COMMANDS
+for argv in (["--help"], *([name, "--help"] for name in COMMANDS), ["sae", "train", "--help"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit as done:
+            assert done.code == 0, (argv, done.code)
+    print(" ".join(argv), "loaded:", *sorted(name for name in ("torch", "transformers") if name in sys.modules))
+"""
+
+
+def test_every_commands_help_imports_no_torch():
+    """Each command's --help (and `sae train --help`), in one interpreter, in COMMANDS' order: before, --kind's
+    choices (models.rankers) and `sae train`'s flags (features.training) imported torch and transformers."""
+    run = _python("-c", EVERY_HELP)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == len(COMMANDS) + 2
+    loaded = [line for line in lines if not line.endswith("loaded:")]
+    assert not loaded, f"the first --help to import them: {loaded[0]}"
+
+
+def test_kind_choices_are_the_registered_ranker_kinds():
+    """--kind's choices come from core.defaults (no torch); they must stay the kinds models.rankers registers."""
+    from mechir_axioms.core.defaults import RANKER_KIND_NAMES
+    from mechir_axioms.models.rankers import RANKER_KINDS
+
+    assert tuple(RANKER_KINDS) == RANKER_KIND_NAMES
+    offered = {name: tuple(action.choices) for name, command in _commands().items() for action in command._actions
+               if action.dest == "kind" and action.option_strings}
+    assert set(offered) == {"pairs", "audit", "sweep", "intervene", "sae train"}
+    assert set(offered.values()) == {RANKER_KIND_NAMES}
 
 
 def test_list_imports_no_transformers():

@@ -6,8 +6,8 @@ import argparse
 import re
 from collections.abc import Callable, Collection
 
-from ..core.defaults import (DEFAULT_AXIOMS, DEMO_MODELS, DEVICES, DTYPES, EXECUTORS, INTERVENTION_OPS, SAMPLE_NAME,
-                             VERDICTS)
+from ..core.defaults import (DEFAULT_AXIOMS, DEMO_MODELS, DEVICES, DTYPES, EXECUTORS, INTERVENTION_OPS,
+                             RANKER_KIND_NAMES, SAMPLE_NAME, VERDICTS)
 from .commands import (_audit, _compare, _demo_model, _figure, _head_list, _intervene, _list, _pairs, _report,
                        _sae_train, _sweep, _verdicts)
 
@@ -52,9 +52,7 @@ def _settings_flags(command: argparse.ArgumentParser) -> None:
 
 
 def _model_placement(command: argparse.ArgumentParser) -> None:
-    from ..models.rankers import RANKER_KINDS
-
-    command.add_argument("--kind", default=None, choices=list(RANKER_KINDS),
+    command.add_argument("--kind", default=None, choices=list(RANKER_KIND_NAMES),
                          help="the ranker kind (default: inferred from the model folder)")
     command.add_argument("--device", default="cpu", help=f"where the model runs: {DEVICES} (default: cpu; auto picks "
                          "CUDA, then MPS, then the CPU)")
@@ -261,7 +259,7 @@ def _sae_commands(sae: argparse.ArgumentParser) -> None:
     """`mechir-axioms sae train`: one flag per TrainingSettings field, with its default."""
     from dataclasses import fields
 
-    from ..features.training import TrainingSettings
+    from ..features.training_settings import TrainingSettings
 
     jobs = sae.add_subparsers(dest="sae_command", required=True)
     training = jobs.add_parser("train", help="train a TopK SAE (AuxK against dead latents) on one site's activations "
@@ -313,8 +311,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
 def parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
     """The `mechir-axioms` parser. Given `commands`, only those get their flags; the others keep their name and
     help line, which is all the top-level --help shows. `main` builds only the command it runs, so that `list`, a
-    saved audit's `report` and --help do not pay for what the model commands' flags import (the ranker kinds of
-    --kind, the SAE trainer's settings: torch and transformers)."""
+    saved audit's `report` and --help do not pay for what the model commands' flags import (the audit settings,
+    results.settings: pandas). No command's flags import torch or transformers: --kind's choices and `sae train`'s
+    settings come from core.defaults and features.training_settings."""
     main = argparse.ArgumentParser(prog="mechir-axioms", description=__doc__)
     subcommands = main.add_subparsers(dest="command", required=True)
     for name, (text, add_flags) in COMMANDS.items():

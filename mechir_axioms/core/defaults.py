@@ -17,6 +17,9 @@ SAMPLE_NAME = "bundled TREC DL 2019/2020 sample"
 """The name of the bundled data used when no data is given."""
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "trec-dl-sample.jsonl.gz"
 """Its file (JSON lines, gzipped), shipped in the package."""
+RANKER_KIND_NAMES = ("bi", "cross", "t5", "llm", "sparse", "late")
+"""The built-in ranker kinds, in the order models.rankers registers them (its RANKER_KINDS; a test keeps the two
+equal): the CLI's --kind offers them without importing the rankers, torch and transformers."""
 DEMO_MODELS = ("llm",)
 """The tiny random demo rankers `mechir-axioms demo-model` builds offline (models.demo)."""
 DEFAULT_TOLERANCE = 1e-3
