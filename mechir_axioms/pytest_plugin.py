@@ -21,7 +21,7 @@ import pytest
 from .core.defaults import AXIOM_NAME_RULE, DEVICES, DTYPES, is_axiom_name
 from .core.errors import MechirError
 from .core.outputs import OutputFolder
-from .results.settings import Settings, parse_setting, setting_fields
+from .results.settings import Settings, parse_setting, screen_name, setting_fields
 
 if TYPE_CHECKING:  # the heavy imports wait until a test asks for an audit
     import pandas as pd
@@ -63,7 +63,7 @@ class AxiomResult:
 
     def _rule(self) -> str:
         settings = self.audit.manifest["settings"]
-        how = {"verified": "verified method: AtP* screened every head, flags rest on exact patching",
+        how = {"verified": f"verified method: {screen_name(settings)} screened every head, flags rest on exact patching",
                "exact": "exact method", "attribution": "attribution method (AtP, an estimate)",
                "atp*": "atp* method (an estimate)"}.get(settings["method"], f"{settings['method']} method")
         return f"A flag needs an effect beyond +/-{settings['threshold']} at q <= {settings['alpha']} (heads: {how})"
@@ -127,7 +127,7 @@ def _describe(row: pd.Series, name: str) -> str:
     if row["n"] == 0:
         return f"{name} untested (no pair changed its score by more than the tolerance)"
     measured = row.get("measured", "")
-    how = {"exact": "exactly measured", "screened": "AtP* estimate, not verified"}.get(measured, measured)
+    how = {"exact": "exactly measured", "screened": "screened estimate, not verified"}.get(measured, measured)
     return (f"{name} {how + ' ' if how else ''}effect {row['effect']:+.3f} [95% CI {row['ci_low']:+.3f}, "
             f"{row['ci_high']:+.3f}], q = {row['q_value']:.2g}{', ' + row['flag'] if row['flag'] else ''}")
 

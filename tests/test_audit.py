@@ -3,6 +3,8 @@ plugin's tests and tests/test_distributed.py)."""
 
 from __future__ import annotations
 
+import json
+
 import warnings
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 
 from mechir_axioms import SettingsError, Variant, audit, load_audit, load_axiom, load_ranker, make_pairs, patch_variants
 from mechir_axioms.cli import main
+from mechir_axioms.core.ledger import digest
 from mechir_axioms.models.layout import REGIONS
 
 pytestmark = pytest.mark.slow  # real-model audits, subprocesses or browsers: the full suite runs it
@@ -270,6 +273,50 @@ def test_resume_with_the_folder_alone_continues_with_the_audits_own_settings(tin
     error = capsys.readouterr().err
     assert f"cannot resume the audit in {out} with other settings" in error
     assert "--model elsewhere (the audit has " in error and "--n 200 (the audit has 8)" in error
+
+
+def test_an_audit_saved_before_the_screen_setting_resumes_with_the_screen_it_used(tiny, tmp_path, capsys):
+    """Audits saved before `screen` existed screened with AtP*: resumed from the folder alone they go on with it,
+    and the API refuses to resume them with another screen, naming it."""
+    _, path = tiny("bert", "bi")
+    out = tmp_path / "old"
+    assert main(["audit", "--model", str(path), "--axioms", "TFC1", "--n", "8", "--steps", "heads", "--stability",
+                 "0", "--screen", "atp*", "--out", str(out)]) == 0
+    first = load_audit(out)
+    stored = out / "work" / "settings.json"
+    saved = json.loads(stored.read_text())
+    assert saved.pop("screen") == "atp*"
+    def write_old(settings: dict) -> None:  # as an older version wrote it, recorded in the folder's ledger
+        stored.write_text(json.dumps(settings))
+        ledger_path = out / ".mechir-axioms.json"
+        ledger = json.loads(ledger_path.read_text())
+        ledger["files"]["work/settings.json"]["sha256"] = digest(stored)
+        ledger_path.write_text(json.dumps(ledger))
+
+    write_old(saved)
+    assert main(["audit", "--out", str(out), "--resume"]) == 0
+    again = load_audit(out)
+    assert again.manifest["settings"]["screen"] == "atp*"
+    pd.testing.assert_frame_equal(again.heads, first.heads)
+    assert first.manifest["axioms"]["TFC1"]["verification"]["screened_by"] == "atp*"
+    write_old(saved)
+    with pytest.raises(SettingsError, match="screen was 'atp\\*', now 'attribution'"):
+        audit(str(path), "TFC1", n=8, steps=("heads",), stability=0, folder=out, resume=True, progress=False)
+
+
+def test_an_exact_audit_resumes_whatever_the_verified_methods_settings(tiny, tmp_path):
+    """The screen, budget and margin decide only a verified audit's numbers: an exact audit started with others
+    resumes under today's defaults, and its reproduce command does not depend on them."""
+    _, path = tiny("bert", "bi")
+    first = audit(str(path), "TFC1", n=8, steps=("heads",), stability=0, method="exact", screen="atp*", verify=16,
+                  margin=0.1, folder=tmp_path / "exact", progress=False)
+    again = audit(str(path), "TFC1", n=8, steps=("heads",), stability=0, method="exact", folder=tmp_path / "exact",
+                  resume=True, progress=False)
+    pd.testing.assert_frame_equal(again.heads, first.heads)
+    audit(str(path), "TFC1", n=8, steps=("heads",), stability=0, folder=tmp_path / "verified", progress=False)
+    with pytest.raises(SettingsError, match="verify was 48, now 16"):  # a verified audit's own numbers
+        audit(str(path), "TFC1", n=8, steps=("heads",), stability=0, verify=16, folder=tmp_path / "verified",
+              resume=True, progress=False)
 
 
 def test_the_report_says_how_many_pairs_each_axiom_patched_cells_on(tiny_audit):

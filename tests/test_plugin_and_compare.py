@@ -61,7 +61,7 @@ def test_plugin_fixtures_marker_messages_and_summary(pytester, tiny, tmp_path):
         f"report: {reports}/TFC1+LNC1/report.html",
         "expected heads 0.1 to be flagged 'encodes'; not flagged: 0.1 untested (no pair changed its score by "
         "more than the tolerance). Heads flagged 'encodes': none. A flag needs an effect beyond +/-0.05 at "
-        "q <= 0.05 (heads: verified method: AtP* screened every head, flags rest on exact patching)",
+        "q <= 0.05 (heads: verified method: AtP screened every head, flags rest on exact patching)",
         "expected the verdict 'satisfied' (expect increase; agreement's 95% interval above 50%), measured 'violated': "
         f"agreement 0.0% [95% CI 0.0%, {high}] over 12 pairs from {queries} queries, mean score change",
         " mechir-axioms ",

@@ -55,7 +55,7 @@ def test_directional_axioms_keep_the_wilson_verdict(minilm):
 
 def test_verified_heads_flag_what_exact_heads_flag(minilm, tmp_path):
     """Every flag of the verified audit rests on exactly measured effects and equals the exact audit's flags;
-    unverified heads keep their AtP* estimate, marked as screened; the manifest bounds a missed flag."""
+    unverified heads keep their AtP estimate, marked as screened; the manifest bounds a missed flag."""
     options = dict(n=24, targets=["heads"], threshold=0.03, progress=False)
     exact = audit(minilm, ["TFC1"], **options, method="exact")
     verified = audit(minilm, ["TFC1"], **options, method="verified", folder=tmp_path / "verified")
@@ -75,7 +75,7 @@ def test_verified_heads_flag_what_exact_heads_flag(minilm, tmp_path):
     assert heads["selection"].notna().all(), "stability selection is on by default"
     assert set(heads.loc[heads["flag"] != "", "name"]) <= flagged(verified)
     saved = load_audit(tmp_path / "verified")
-    assert "measured" in saved.heads and "AtP* screened all" in (tmp_path / "verified" / "report.html").read_text()
+    assert "measured" in saved.heads and "AtP screened all" in (tmp_path / "verified" / "report.html").read_text()
 
 
 def test_sweep_varies_one_choice_at_a_time():

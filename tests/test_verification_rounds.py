@@ -24,10 +24,12 @@ class StandIn:
     pairs move the score by 1 each (so a unit's share is its mean change)."""
 
     def __init__(self, verify: int) -> None:
-        self.settings = SimpleNamespace(threshold=0.05, margin=0.01, verify=verify)
+        self.settings = SimpleNamespace(threshold=0.05, margin=0.01, verify=verify, screen="attribution")
         self.runs: list[tuple[tuple[int, int], ...]] = []
+        self.methods: list[str] = []
 
     def job(self, target: str, method: str, variants: tuple[Variant, ...] = (), **_: object) -> tuple:
+        self.methods.append(method)
         return tuple((variant.layer, variant.head) for variant in variants)
 
     def both_directions(self, record: object, name: str, units: tuple) -> tuple:
@@ -37,6 +39,9 @@ class StandIn:
         self.runs.append(units)
         exact = np.stack([EXACT[unit] for unit in units])
         return (np.repeat(exact[None], PAIRS, axis=0), size), None, None
+
+
+REAL_SCREEN = verified.screen
 
 
 @pytest.fixture(autouse=True)
@@ -87,3 +92,42 @@ def test_progress_bars_name_a_verification_by_its_size_not_its_units():
     assert progress_label("heads-verify-" + "-".join(f"4.{i}" for i in range(16)), many) == "heads verify 16"
     assert progress_label("features-verify-1f2e3d4c5b6a7988", SimpleNamespace(variants=(1, 2))) == "features verify 2"
     assert progress_label("heads-screen", SimpleNamespace(variants=None)) == "heads screen"
+
+
+@pytest.mark.parametrize("chosen", ["attribution", "atp*"])
+def test_the_screen_setting_chooses_the_screening_method(chosen):
+    context = StandIn(16)
+    context.settings.screen = chosen
+    record = SimpleNamespace(spec=SimpleNamespace(expect="increase"))
+    _, _, facts = verified.verified_units(record, context, "heads", "verified",
+                                          lambda unit: Variant(unit[0], "z", head=unit[1]), lambda unit: f"{unit[0]}.{unit[1]}")
+    assert context.methods[0] == chosen and set(context.methods[1:]) == {"exact"}
+    assert facts["screened_by"] == chosen
+
+
+def test_an_atp_screen_without_graddrop_is_the_size_of_the_atp_estimate():
+    from mechir_axioms.patching.result import PatchResult
+
+    rng = np.random.default_rng(0)
+    def result(effects, receiver, donor):
+        return PatchResult("heads", "attribution", effects, ("pair", "layer", "head"), receiver, donor,
+                           0, 1e-3, {}, {})
+    receiver, donor = np.zeros(6), np.linspace(1, 2, 6)
+    denoising = result(rng.normal(size=(6, 2, 3)), receiver, donor)
+    noising = result(rng.normal(size=(6, 2, 3)), donor, receiver)
+    signed, values = REAL_SCREEN(denoising, noising, "increase")
+    assert denoising.dropped is None
+    np.testing.assert_array_equal(values, np.abs(signed))
+    assert (values > 0).all()
+
+
+def test_a_bound_just_below_the_threshold_is_not_printed_as_the_threshold():
+    import pandas as pd
+
+    from mechir_axioms.auditing.steps.heads import shown_bound, verified_summary
+
+    assert shown_bound(0.0499, 0.05) == "0.0499" and shown_bound(0.039, 0.05) == "0.039"
+    facts = {"verification": {"verified": ["3.7"], "missed_flag_bound": 0.0499, "bound_below_threshold": True,
+                              "budget": 48}}
+    line = verified_summary("head", "verification")(pd.DataFrame({"flag": ["violates"]}), facts, {"threshold": 0.05})
+    assert "missed-flag bound 0.0499, below the threshold 0.05" in line

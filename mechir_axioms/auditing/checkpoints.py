@@ -18,6 +18,7 @@ from ..core.errors import SettingsError
 from ..core.outputs import OutputFolder
 from ..pairs.pairset import PairSet, read_saved
 from ..patching.result import PatchResult
+from ..results.settings import with_earlier_defaults
 
 
 RESUME_ADVICE = "pass --resume (resume=True) to continue it, or choose another folder"
@@ -53,7 +54,7 @@ class Checkpoints:
     def _check_or_start(self) -> None:
         stored, identity = self.root.path("settings.json"), self.root.path("identity.json")
         if self.folder.continued and stored.is_file():
-            changed = _differences(_read_json(stored), self.settings)
+            changed = _differences(with_earlier_defaults(_read_json(stored)), self.settings)
             if changed:
                 raise SettingsError(f"cannot resume the audit in {self.folder.root}: its settings differ "
                                     f"({'; '.join(changed)})")
@@ -131,7 +132,7 @@ def saved_settings(folder: str | Path) -> dict[str, Any] | None:
     """The deciding settings an audit in `folder` started with (work/settings.json), or None when it holds none:
     what `--resume` with `--out` alone continues with."""
     stored = Path(folder) / "work" / "settings.json"
-    return _read_json(stored) if stored.is_file() else None
+    return with_earlier_defaults(_read_json(stored)) if stored.is_file() else None
 
 
 def _read_json(path: Path) -> Any:

@@ -59,7 +59,7 @@ def check_settings(settings: Settings) -> Settings:
 
 def audit(
     ranker: Ranker | str | None = None,
-    axioms: Sequence[str | Axiom] | None = None,
+    axioms: str | Axiom | Sequence[str | Axiom] | None = None,
     data: DataSource = None,
     settings: Settings | None = None,
     *,
@@ -82,6 +82,8 @@ def audit(
     settings = (settings or Settings()).but(**overrides)
     if axioms is None:
         axioms = settings.axioms
+    elif isinstance(axioms, (str, Axiom)):  # one axiom, not the letters of its name
+        axioms = [axioms]
     names = tuple(axiom.name if isinstance(axiom, Axiom) else str(axiom) for axiom in axioms)
     settings = check_settings(settings.but(axioms=names))  # fails first
     specs = [axiom if isinstance(axiom, Axiom) else load_axiom(axiom) for axiom in axioms]

@@ -1,8 +1,8 @@
-"""`method="verified"`: AtP* screens every head in both directions, and each head whose screened effect could
+"""`method="verified"`: a screen estimates every head in both directions, and each head whose screened effect could
 reach a flag is measured exactly, so every flag the audit reports rests on exactly measured effects.
 
-The screen of a head is the larger of |AtP effect| and GradDrop's mean |effect| with one layer's gradient
-blocked. Heads whose screen is within `margin` of the threshold are patched exactly, the strongest first, up to
+The screen of a head is |AtP effect|, or with the `screen` setting atp* the larger of that and GradDrop's mean
+|effect| with one layer's gradient blocked. Heads whose screen is within `margin` of the threshold are patched exactly, the strongest first, up to
 `verify` heads per axiom. The screen's error on the verified heads bounds what it may have missed: no
 unverified head's exact effect is expected beyond its screen plus the 99th percentile of that error. While that
 bound still reaches the threshold and the budget allows, further rounds patch the next heads whose screen is
@@ -41,10 +41,12 @@ def _dropped(result: PatchResult, layer: int) -> PatchResult:
 
 
 def screen(denoising: PatchResult, noising: PatchResult, expect: str) -> tuple[np.ndarray, np.ndarray]:
-    """(signed AtP share [layer, head], screen [layer, head]): the screen is max(|AtP|, mean over blocked layers
-    of |GradDrop share|), the size an exact effect may plausibly have."""
+    """(signed AtP share [layer, head], screen [layer, head]): the screen is |AtP|, or with AtP*'s GradDrop
+    max(|AtP|, mean over blocked layers of |GradDrop share|), the size an exact effect may plausibly have."""
     change, size = symmetric_change(denoising, noising, expect)
     signed = share(change, size)
+    if denoising.dropped is None:
+        return signed, np.abs(signed)
     blocked = [share(symmetric_change(_dropped(denoising, layer), _dropped(noising, layer), expect)[0], size)
                for layer in range(denoising.dropped.shape[1])]
     return signed, np.maximum(np.abs(signed), np.mean(np.abs(blocked), axis=0))
@@ -70,7 +72,7 @@ def verified_heads(record: AxiomRecord, context: AuditContext,
                    method: str = "verified") -> tuple[tuple[np.ndarray, np.ndarray], PatchResult, dict[str, Any]]:
     """The symmetric change of every head (exact where verified, screened elsewhere), the first screening run, and
     what was verified: the heads, the screen's error on them and the bound on a missed flag. The two-stage
-    `method` (patching.methods) names the screen (AtP*) and the exact measurement."""
+    `method` (patching.methods) names the exact measurement; the `screen` setting the screen."""
     return verified_units(record, context, "heads", method,
                           lambda unit: Variant(unit[0], act_name("z", unit[0]), head=unit[1]),
                           lambda unit: f"{unit[0]}.{unit[1]}")
@@ -84,7 +86,7 @@ def verified_units(record: AxiomRecord, context: AuditContext, target: str, meth
     started = time.perf_counter()
     settings, stages = context.settings, METHODS[method]
     (change, size), denoising, noising = context.both_directions(record, f"{target}-screen",
-                                                                 context.job(target, stages.screen, **job))
+                                                                 context.job(target, settings.screen, **job))
     signed, values = screen(denoising, noising, record.spec.expect)
     screened = time.perf_counter()
     measured = np.zeros(values.shape, dtype=bool)
@@ -111,7 +113,7 @@ def verified_units(record: AxiomRecord, context: AuditContext, target: str, meth
         margin = max(margin, error_99)  # the next round reaches as far as the screen errs
     largest_left, error_99, bound = _bound(values, measured, error)
     verification = {
-        "screened_by": stages.screen, "budget": settings.verify, "margin": settings.margin,
+        "screened_by": settings.screen, "budget": settings.verify, "margin": settings.margin,
         "candidates": int((values >= settings.threshold - settings.margin).sum()),
         "verified": [name_of(unit) for unit in units], "rounds": rounds, "margin_reached": margin,
         "measured": measured.tolist(), "screened_share": signed.tolist(), "screen_value": values.tolist(),

@@ -101,6 +101,7 @@ register_method(Method(
 ))
 register_method(Method(
     "verified", ("heads", "features"),
-    "AtP* screens every head (feature), and every one that could reach a flag is measured exactly (run by audits)",
-    estimate=False, screen="atp*", verify="exact",
+    "AtP (or AtP*, by the audit's screen setting) screens every head (feature), and every one that could reach a "
+    "flag is measured exactly (run by audits)",
+    estimate=False, screen="attribution", verify="exact",
 ))

@@ -22,6 +22,7 @@ from ..models.rankers import RANKER_KINDS
 from ..results.audit import Audit
 from ..results.intervention import intervention_label
 from ..results.pages import page
+from ..results.settings import screen_name
 from ..results.steps import STEPS, Step, steps_of
 from ..specs.axiom import Axiom, parse_axiom
 from .circuit import circuit
@@ -70,7 +71,7 @@ def _effect_title(row: Any, describe: Callable[[Any], str]) -> str:
     """A cell's hover text in an audit's map: what it is, its effect with CI and q-value, its flag."""
     return (f"{describe(row)}: effect {row.effect:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
             f"q = {_pvalue(row.q_value)}" + (f", {row.flag}" if row.flag else "")
-            + (", screened (AtP*), not verified" if getattr(row, "measured", "") == "screened" else ""))
+            + (", screened (an estimate), not verified" if getattr(row, "measured", "") == "screened" else ""))
 
 
 def _grid(rows: pd.DataFrame, columns: list[str], column_of: Callable[[Any], int], describe: Callable[[Any], str],
@@ -315,7 +316,7 @@ def render(audit: Audit) -> str:
         axioms=audit.axioms.to_dict("records"), sections=sections, settings=settings, steps=list(steps_of(settings)),
         counted=counted_steps(audit), model=model,
         cell_counts=", ".join(f"{section['axiom']} {section['cell_pairs']}" for section in sections if section["cells"]), model_title=kind_title(model.get("kind")),
-        manifest=audit.manifest, intervention=intervention_label(audit.manifest), provenance=provenance, scale=scale, cell_scale=cell_scale,
+        manifest=audit.manifest, intervention=intervention_label(audit.manifest), screen=screen_name(settings), provenance=provenance, scale=scale, cell_scale=cell_scale,
         inference=Markup(rule_text(settings)), n_tests=int(audit.heads["p_value"].notna().sum()), n_cell_tests=int(audit.cells["p_value"].notna().sum()),
         css=Markup((package / "report.css").read_text()), js=Markup((package / "report.js").read_text()),
         plot_data=Markup(data),

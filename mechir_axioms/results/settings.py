@@ -19,11 +19,12 @@ DEFAULT_STEPS = ("heads", "cells", "blocks")
 
 
 def _setting(default: Any, help: str, *, kind: type = str, choices: tuple[str, ...] | None = None,
-             low: float | None = None, decides: bool = True) -> Any:
+             low: float | None = None, decides: bool = True, method: str | None = None) -> Any:
     """A Settings field with what the CLI and the plugin need to offer it: help, type, bounds, choices, and
-    whether it decides the audit's numbers (a resumed audit must match those)."""
+    whether it decides the audit's numbers (a resumed audit must match those); `method`: it decides them only
+    when the audit's method is that one (the verified method's screen and budget mean nothing to exact patching)."""
     return field(default=default, metadata={"help": help, "kind": kind, "choices": choices, "low": low,
-                                            "decides": decides})
+                                            "decides": decides, "method": method})
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,20 @@ class Settings:
         (), "SAE folders (comma-separated; SAELens or sparsify format, see `mechir-axioms sae train`) whose latents "
         "the features step patches", kind=tuple)
     method: str = _setting(
-        "verified", "how heads are measured: verified (AtP* screens every head and each head that could reach a flag "
+        "verified", "how heads are measured: verified (a screen estimates every head and each head that could reach a flag "
         "is patched exactly, so every flag rests on exact effects), exact on every head, or the attribution (AtP) "
         "and atp* estimates; block cells are always exact")
-    verify: int = _setting(16, "method verified: at most this many heads (features) per axiom are patched exactly",
-                           kind=int, low=0)
+    screen: str = _setting(
+        "attribution", "method verified: how every head (feature) is screened: attribution (AtP), or atp* (AtP with "
+        "GradDrop: one more partial backward pass per layer, for paths that cancel in AtP; on the 6-layer rankers "
+        "measured it screened in no exact flag that AtP missed)", choices=("attribution", "atp*"), method="verified")
+    verify: int = _setting(
+        48, "method verified: at most this many heads (features) per axiom are patched exactly; verification goes on "
+        "in rounds until the missed-flag bound is below the threshold or this many are patched", kind=int, low=0,
+        method="verified")
     margin: float = _setting(
         0.025, "method verified: heads whose screened effect is within this of the threshold are patched exactly",
-        kind=float, low=0.0)
+        kind=float, low=0.0, method="verified")
     threshold: float = _setting(0.05, "effect size a flagged head or cell must exceed", kind=float, low=0.0)
     alpha: float = _setting(0.05, "Benjamini-Hochberg FDR over all heads (cells)", kind=float)
     tolerance: float = _setting(1e-3, "score change that counts as a change", kind=float, low=0.0)
@@ -115,7 +122,8 @@ class Settings:
 
     def deciding(self) -> dict[str, Any]:
         """The settings that decide the numbers, as JSON values: what a resumed audit must match."""
-        decides = {spec.name for spec in fields(self) if spec.metadata["decides"]}
+        decides = {spec.name for spec in fields(self) if spec.metadata["decides"]
+                   and spec.metadata["method"] in (None, self.method)}
         if not self.saes:  # added after audits were saved without it: those resume while it is unused
             decides.discard("saes")
         return {key: value for key, value in self.describe().items() if key in decides}
@@ -148,6 +156,23 @@ class Settings:
                 continue
             parts.append(f"--{flag_name(spec.name)} {','.join(value) if isinstance(value, tuple) else value}")
         return " ".join(parts)
+
+
+EARLIER_DEFAULTS = {"screen": "atp*"}
+"""What an audit saved before a setting existed used in its place: a resumed audit continues with it."""
+
+
+def with_earlier_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """Deciding settings as an audit saved them, with EARLIER_DEFAULTS for those it predates that decide its
+    numbers (a verified audit's screen; an exact audit has none)."""
+    applies = {spec.name for spec in fields(Settings) if spec.metadata["method"] in (None, saved.get("method"))}
+    return {**{key: value for key, value in EARLIER_DEFAULTS.items() if key in applies}, **saved}
+SCREEN_NAMES = {"attribution": "AtP", "atp*": "AtP*"}
+
+
+def screen_name(settings: dict[str, Any]) -> str:
+    """The name of the screen a verified audit's settings (as saved) used: AtP or AtP*."""
+    return SCREEN_NAMES[settings.get("screen", EARLIER_DEFAULTS["screen"])]
 
 
 INTERVENTION_DEFAULTS = Settings(steps=("heads",), stability=0)

@@ -16,6 +16,12 @@ from ..verified import verified_heads
 FIELDS = ("axiom", "layer", "head", "name", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag")
 
 
+def shown_bound(bound: float, threshold: float) -> str:
+    """A bound to 3 decimals, or 4 where 3 would print the threshold itself (0.0499 is below 0.05; "0.050" is not)."""
+    text = f"{bound:.3f}"
+    return f"{bound:.4f}" if text == f"{threshold:.3f}" else text
+
+
 def verified_summary(unit: str, key: str) -> Callable[[pd.DataFrame, dict[str, Any], dict[str, Any]], str]:
     """A step's summary line: its units' flag counts, and for the verified method which units were measured exactly
     and the missed-flag bound (kept under `key` in each axiom's provenance)."""
@@ -26,7 +32,8 @@ def verified_summary(unit: str, key: str) -> Callable[[pd.DataFrame, dict[str, A
         if checked:
             below = "below" if checked["bound_below_threshold"] else "NOT below"
             line += (f"; verified exactly: {', '.join(checked['verified']) or 'none'}; missed-flag bound "
-                     f"{checked['missed_flag_bound']:.3f}, {below} the threshold {settings['threshold']}")
+                     f"{shown_bound(checked['missed_flag_bound'], settings['threshold'])}, {below} the threshold "
+                     f"{settings['threshold']}")
             if not checked["bound_below_threshold"] and len(checked["verified"]) >= checked["budget"]:
                 line += f" (the budget of {checked['budget']} is spent: a larger verify patches more)"
         return line
