@@ -5,7 +5,8 @@ then the seconds each axiom spent per step (the manifest's step_seconds: pairs, 
 and writes the record benchmarks/results/audit-<method>.json (benchmarks/record.py). `--method exact` times the
 exact variant instead. `--exact-from F` compares the flagged heads per axiom with those of an exact audit's folder
 F on the same pairs (`mechir-axioms audit --method exact --steps heads --out F`; heads' flags do not depend on
-cells) and writes that table as benchmarks/results/audit-<method>-vs-exact.json.
+cells), and says of the heads whose exact effect reaches the threshold how many the verification patched exactly
+(a flag needs such an effect), and writes that table as benchmarks/results/audit-<method>-vs-exact.json.
 
     python benchmarks/audit.py [--method verified|atp*|attribution|exact] [--n 200] [--exact-from F]
 """
@@ -24,7 +25,8 @@ import pandas as pd
 from record import markdown, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
-LIMIT_SECONDS = 600
+LIMIT_SECONDS = 360
+"""Issue 30's goal for the main job on the 2-core machine."""
 
 
 def _flagged(frame: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
@@ -53,7 +55,8 @@ def main() -> None:
         heads = pd.read_parquet(out / "heads.parquet")
         cells = pd.read_parquet(out / "cells.parquet")
         report_bytes = (out / "report.html").stat().st_size
-        exact = _flagged(pd.read_parquet(Path(args.exact_from) / "heads.parquet")) if args.exact_from else None
+        exact_heads = pd.read_parquet(Path(args.exact_from) / "heads.parquet") if args.exact_from else None
+        exact = _flagged(exact_heads) if exact_heads is not None else None
     settings = manifest["settings"]
     steps = settings.get("steps", settings.get("targets"))
     verification = {axiom: {key: facts["verification"][key] for key in (
@@ -104,7 +107,7 @@ def main() -> None:
               f"+ p99 screen error {facts['screen_error_p99']:.3f})")
     label = method.replace("*", "-star")
     write_record(f"audit-{label}", [timing], timing_columns, title=f"The main job: `{result['command']}`",
-                 notes=[f"Time limit of the main job: {LIMIT_SECONDS} s; within it: "
+                 notes=[f"Goal for the main job: {LIMIT_SECONDS} s; within it: "
                         f"{'yes' if result['within_limit'] else 'no'}."],
                  tables=[{"title": "Seconds per axiom and step (the manifest's `step_seconds`)",
                           "columns": step_columns, "rows": step_rows}] if step_rows[:-1] else [],
@@ -119,11 +122,17 @@ def main() -> None:
                    "equal": mine == theirs}
             if facts:
                 row["verified exactly / candidates"] = f"{len(facts['verified'])} / {facts['candidates']}"
+                reaching = exact_heads[(exact_heads["axiom"] == axiom)
+                                       & (exact_heads["effect"].abs() >= settings["threshold"])]["name"].tolist()
+                missed = sorted(set(reaching) - set(facts["verified"]))
+                row["exact effect beyond the threshold: verified"] = (f"{len(reaching) - len(missed)} of {len(reaching)}"
+                                                                       + (f" (missed {', '.join(missed)})" if missed else ""))
                 row["missed-flag bound"] = (f"{facts['missed_flag_bound']:.3f} ({facts['largest_unverified_screen']:.3f} "
                                             f"+ {facts['screen_error_p99']:.3f})")
             rows.append(row)
         columns = ["axiom", f"heads flagged, {method}", "heads flagged, exact", "equal",
-                   *(["verified exactly / candidates", "missed-flag bound"] if verification else [])]
+                   *(["verified exactly / candidates", "missed-flag bound", "exact effect beyond the threshold: verified"]
+                     if verification else [])]
         print(markdown(columns, rows))
         write_record(f"audit-{label}-vs-exact", rows, columns,
                      title=f"{method.capitalize()} heads against exact patching",

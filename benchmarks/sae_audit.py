@@ -1,7 +1,7 @@
 """Benchmark: a real feature audit. TFC1 on the packaged MiniLM with the default SAE at blocks.3.hook_resid_post
 (benchmarks/sae.py trains it), over the bundled sample.
 
-1. Exact on every latent against verified (AtP* screens every latent, those that could reach a flag are patched
+1. Exact on every latent against verified (AtP screens every latent, those that could reach a flag are patched
    exactly), on the same `--compare-n` pairs, timed: equal flags, and the time each took.
 2. The audit itself, verified, on `--n` pairs: the flagged features with their top contexts.
 3. Its encoding features ablated, measured on nDCG@10 (ir-measures) over the judged TREC DL data of ../shared/data

@@ -45,7 +45,7 @@ def main_job(records: dict[str, dict[str, Any]]) -> str:
     machine = record["machine"]
     where = f"a {machine}" if machine.startswith("2-core") else machine
     return (f"On {where} this took {seconds:g} s ({seconds / 60:.1f} minutes) on {record['date']}\n"
-            f"(`{record['command']}`); timings on a machine shared with other work vary from run to run, see\n"
+            f"(`{record['command'].split(' --exact-from')[0]}`); timings on a machine shared with other work vary from run to run, see\n"
             "[Performance](docs/guide/performance.md#the-main-job).\n")
 
 
@@ -102,8 +102,25 @@ def sae_audit(records: dict[str, dict[str, Any]]) -> str:
     return "".join(lines) if lines[-1].endswith("\n") else "".join(lines) + "\n"
 
 
-BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {"main-job": main_job, "sae": sae,
-                                                                  "sae-audit": sae_audit}
+def main_job_steps(records: dict[str, dict[str, Any]]) -> str:
+    """The main job's seconds per step, before (benchmarks/results/audit-before.json) and now, all axioms summed."""
+    def totals(name: str) -> dict[str, float]:
+        table = next(table for table in records[name]["tables"] if table["title"].startswith("Seconds per axiom"))
+        return next(row for row in table["rows"] if row["axiom"] == "all")
+
+    before, now = totals("audit-before"), totals("audit-verified")
+    steps = [column for column in now if column != "axiom"]
+    steps += [column for column in before if column != "axiom" and column not in steps]
+    head = (f"| step | before ({records['audit-before']['date']}) | now ({records['audit-verified']['date']}) |\n"
+            "|---|---|---|\n")
+    rows = "".join(f"| {step.removesuffix(' (s)')} | {before.get(step, '')} | {now.get(step, '')} |\n" for step in steps)
+    total = (f"| **whole command** | **{records['audit-before']['rows'][0]['seconds']:g}** | "
+             f"**{records['audit-verified']['rows'][0]['seconds']:g}** |\n")
+    return head + rows + total
+
+
+BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {"main-job": main_job, "main-job-steps": main_job_steps,
+                                                                  "sae": sae, "sae-audit": sae_audit}
 
 
 def render(text: str, records: dict[str, dict[str, Any]] | None = None) -> str:
