@@ -124,7 +124,8 @@ def test_an_atp_screen_without_graddrop_is_the_size_of_the_atp_estimate():
 def test_a_bound_just_below_the_threshold_is_not_printed_as_the_threshold():
     import pandas as pd
 
-    from mechir_axioms.auditing.steps.heads import shown_bound, verified_summary
+    from mechir_axioms.auditing.steps.heads import verified_summary
+    from mechir_axioms.results.text import shown_bound
 
     assert shown_bound(0.0499, 0.05) == "0.0499" and shown_bound(0.039, 0.05) == "0.039"
     facts = {"verification": {"verified": ["3.7"], "missed_flag_bound": 0.0499, "bound_below_threshold": True,

@@ -23,6 +23,7 @@ from ..results.audit import Audit
 from ..results.intervention import intervention_label
 from ..results.pages import page
 from ..results.settings import screen_name
+from ..results.text import shown_bound
 from ..results.steps import STEPS, Step, steps_of
 from ..specs.axiom import Axiom, parse_axiom
 from .circuit import circuit
@@ -55,6 +56,7 @@ def _environment() -> Environment:
     )
     environment.filters["pvalue"] = _pvalue
     environment.filters["selected"] = selected
+    environment.filters["shown_bound"] = shown_bound
     return environment
 
 

@@ -9,17 +9,12 @@ import numpy as np
 import pandas as pd
 
 from ...patching.methods import method_for
+from ...results.text import shown_bound
 from ..context import AuditContext, AxiomRecord, unit_labels
 from ..registry import audit_step
 from ..verified import verified_heads
 
 FIELDS = ("axiom", "layer", "head", "name", "effect", "ci_low", "ci_high", "p_value", "q_value", "flag")
-
-
-def shown_bound(bound: float, threshold: float) -> str:
-    """A bound to 3 decimals, or 4 where 3 would print the threshold itself (0.0499 is below 0.05; "0.050" is not)."""
-    text = f"{bound:.3f}"
-    return f"{bound:.4f}" if text == f"{threshold:.3f}" else text
 
 
 def verified_summary(unit: str, key: str) -> Callable[[pd.DataFrame, dict[str, Any], dict[str, Any]], str]:
